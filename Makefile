@@ -1,0 +1,44 @@
+# The verbs a newcomer needs. `make demo` and `make test` each set up what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+UV     := $(BIN)/uv
+
+export PYTHONDONTWRITEBYTECODE :=
+
+.PHONY: setup demo test editor bench lock lint clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(UV) || $(BIN)/python -m pip install --quiet uv==0.13.9
+	$(UV) pip sync --quiet --python $(BIN)/python --compile-bytecode requirements.txt requirements-dev.txt
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --compile-bytecode -e .
+	$(UV) pip check --python $(BIN)/python
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/python -m mage_project demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+editor: setup
+	$(BIN)/python -m mage_project editor
+
+bench: setup
+	$(BIN)/python -m benchmarks.load_user_activity
+
+# Regenerate the pinned locks from requirements.in and requirements-dev.in.
+lock:
+	$(UV) pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
+	$(UV) pip compile --quiet --python-version 3.11 requirements-dev.in -o requirements-dev.txt
+
+lint: setup
+	$(BIN)/ruff check mage_project tests benchmarks data_loaders transformers data_exporters
+
+clean:
+	-$(BIN)/python -c "from mage_project.warehouse import embedded; from mage_project import config; embedded.stop(config.data_dir() / 'postgres')"
+	rm -rf .data

@@ -1,0 +1,1 @@
+"""The library behind the Mage project: every piece of pipeline logic, importable and tested."""

@@ -1,0 +1,60 @@
+"""Named checks that blocks' ``@test`` functions call; each returns a result, never just passes.
+
+A check states what it compared, so a failing test explains itself in Mage's output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mage_project.landing import LandingZone
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    passed: bool
+    observed: object
+    expected: object = None
+
+    def __str__(self) -> str:
+        status = "passed" if self.passed else "FAILED"
+        return f"{self.name} {status}: observed {self.observed!r}, expected {self.expected!r}"
+
+
+def require(result: CheckResult) -> CheckResult:
+    """Raise AssertionError with the check's own words when it failed (for ``@test``)."""
+    if not result.passed:
+        raise AssertionError(str(result))
+    return result
+
+
+def landing_files_complete(manifest: dict) -> CheckResult:
+    """Every file of the manifest is in the landing zone and the rows add up to what was fetched."""
+    landing = LandingZone(manifest["landing_url"])
+    missing = [f["key"] for f in manifest["files"] if not landing.exists(f["key"])]
+    total = sum(f["rows"] for f in manifest["files"])
+    return CheckResult(
+        "landing_files_complete",
+        not missing and total == manifest["rows_fetched"],
+        {"missing": missing, "rows_in_files": total},
+        {"missing": [], "rows_in_files": manifest["rows_fetched"]},
+    )
+
+
+def every_landed_row_validated(validated: dict) -> CheckResult:
+    """Each landing file's rows ended as valid or rejected, none lost."""
+    landed = {f["key"]: f["rows"] for f in validated["files"]}
+    seen = {c["key"]: c["valid"] + c["rejected"] for c in validated["validated"]}
+    return CheckResult("every_landed_row_validated", seen == landed, seen, landed)
+
+
+def load_reconciles(summary: dict) -> CheckResult:
+    """fetched = loaded + rejected + duplicates collapsed, and the run succeeded."""
+    accounted = summary["rows_loaded"] + summary["rows_rejected"] + summary["rows_duplicate"]
+    return CheckResult(
+        "load_reconciles",
+        summary.get("status") == "success" and accounted == summary["rows_fetched"],
+        {"status": summary.get("status"), "accounted": accounted},
+        {"status": "success", "accounted": summary["rows_fetched"]},
+    )

@@ -1,0 +1,221 @@
+"""The ``user_activity_ingest`` pipeline's three steps, one per Mage block.
+
+fetch   the window's events from the API into CSV files in the landing zone -> manifest
+validate each landing file into valid rows and rejects                    -> manifest
+load    COPY into staging, upsert, rejects, watermark and run row in one transaction
+
+Blocks hand each other manifests (file keys and counts), never the day's data.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from psycopg2 import sql
+
+from mage_project import config
+from mage_project.entities import USER_ACTIVITY as ENTITY
+from mage_project.faults import failpoint
+from mage_project.landing import LandingZone
+from mage_project.runs import new_run_id, read_watermark, record_run, write_watermark
+from mage_project.sources.activity_api import ActivityApiClient
+from mage_project.validation import Window, landing_row, validate_files
+from mage_project.warehouse import postgres
+from mage_project.windows import (
+    as_utc,
+    days,
+    explicit_window,
+    next_watermark,
+    scheduled_window,
+)
+
+log = logging.getLogger(__name__)
+PIPELINE = ENTITY.pipeline
+
+
+def resolve_window(cur, window_start=None, window_end=None, execution_date=None) -> Window | None:
+    if window_start or window_end:
+        if not (window_start and window_end):
+            raise ValueError("an explicit window needs both window_start and window_end")
+        return explicit_window(window_start, window_end)
+    lookback = timedelta(hours=config.activity_lookback_hours())
+    return scheduled_window(
+        as_utc(execution_date or datetime.now(UTC)), read_watermark(cur, ENTITY), lookback
+    )
+
+
+def fetch(
+    run_id: str | None = None,
+    window_start=None,
+    window_end=None,
+    execution_date=None,
+    sample_rows: int | None = None,
+) -> dict:
+    """Fetch the run's window into landing files, one partition per UTC day."""
+    started_at = datetime.now(UTC)
+    run_id = run_id or new_run_id()
+    api = config.activity_api()
+    landing = LandingZone(config.landing_url())
+    chunk_rows = config.landing_chunk_rows()
+    with postgres.connection() as conn:
+        postgres.migrate(conn)
+        with conn, conn.cursor() as cur:
+            window = resolve_window(cur, window_start, window_end, execution_date)
+    manifest = {
+        "run_id": run_id,
+        "pipeline": PIPELINE,
+        "started_at": started_at.isoformat(),
+        "explicit": bool(window_start or window_end),
+        "window_start": window.start.isoformat() if window else None,
+        "window_end": window.end.isoformat() if window else None,
+        "landing_url": landing.url,
+        "files": [],
+        "rows_fetched": 0,
+        "sample_rows": sample_rows,
+    }
+    if window is None:
+        log.info("%s: nothing to fetch yet (watermark is at the execution day)", PIPELINE)
+        return manifest
+    client = ActivityApiClient(api)
+    remaining = sample_rows
+    for day in days(window):
+        events = client.iter_events(day.start, day.end)
+        rows = (landing_row(ENTITY, event) for event in _limit(events, remaining))
+        partition = f"{ENTITY.landing_prefix()}/date={day.start:%Y-%m-%d}"
+        for landed in landing.write_parts(
+            lambda part, p=partition: f"{p}/{run_id}-{part:05d}.csv",
+            ENTITY.column_names,
+            rows,
+            chunk_rows,
+        ):
+            manifest["files"].append(landed.as_dict())
+            manifest["rows_fetched"] += landed.rows
+            failpoint("after_landing_part")
+        if remaining is not None:
+            remaining = sample_rows - manifest["rows_fetched"]
+            if remaining <= 0:
+                break
+    manifest["api_requests"] = client.stats
+    log.info(
+        "%s: fetched %d events into %d files for [%s, %s)",
+        PIPELINE, manifest["rows_fetched"], len(manifest["files"]),
+        manifest["window_start"], manifest["window_end"],
+    )
+    return manifest
+
+
+def _limit(events, limit: int | None):
+    if limit is None:
+        yield from events
+        return
+    for n, event in enumerate(events):
+        if n >= limit:
+            return
+        yield event
+
+
+def _run_dir(run_id: str) -> Path:
+    return config.work_dir() / PIPELINE / run_id
+
+
+def validate(manifest: dict) -> dict:
+    """Split each landing file into valid rows and rejects; add their files and counts."""
+    result = dict(manifest)
+    result["validated"] = []
+    if not manifest["files"]:
+        return result
+    landing = LandingZone(manifest["landing_url"])
+    window = explicit_window(manifest["window_start"], manifest["window_end"])
+    files = [(landing.local_path(f["key"]), f["key"]) for f in manifest["files"]]
+    counts = validate_files(ENTITY, files, manifest["run_id"], window, _run_dir(manifest["run_id"]))
+    result["validated"] = [c.as_dict() for c in counts]
+    result["rows_valid"] = sum(c.valid for c in counts)
+    result["rows_rejected"] = sum(c.rejected for c in counts)
+    failpoint("after_validate")
+    return result
+
+
+def load(validated: dict) -> dict:
+    """Write the run in one transaction: rows, rejects, watermark and the run's success."""
+    run_id = validated["run_id"]
+    started = datetime.fromisoformat(validated["started_at"])
+    summary = {
+        "run_id": run_id,
+        "pipeline": PIPELINE,
+        "window_start": validated["window_start"],
+        "window_end": validated["window_end"],
+        "rows_fetched": validated["rows_fetched"],
+        "rows_loaded": 0,
+        "rows_rejected": validated.get("rows_rejected", 0),
+        "rows_duplicate": 0,
+        "rows_changed": 0,
+    }
+    if validated["window_start"] is None:
+        summary["status"] = "success"
+        return summary
+    window = explicit_window(validated["window_start"], validated["window_end"])
+    t0 = time.monotonic()
+    with postgres.connection() as conn:
+        with conn, conn.cursor() as cur:
+            postgres.acquire_run_lock(cur, PIPELINE, config.run_lock_timeout_seconds())
+            stage = postgres.create_staging(cur, ENTITY)
+            staged = 0
+            columns = [*ENTITY.column_names, "_file_no", "_row_no"]
+            for item in validated["validated"]:
+                staged += postgres.copy_csv(cur, stage, columns, Path(item["valid_path"]))
+            failpoint("after_staging_copy")
+            keys = [item["key"] for item in validated["validated"]]
+            distinct, changed = postgres.upsert_from_staging(cur, ENTITY, run_id, keys)
+            rejects = sql.Identifier(ENTITY.schema, ENTITY.rejects_table)
+            for item in validated["validated"]:
+                postgres.copy_csv(
+                    cur,
+                    rejects,
+                    ["run_id", "source_file", "row_number", "reason", "raw_payload"],
+                    Path(item["rejects_path"]),
+                )
+            current = read_watermark(cur, ENTITY)
+            target = next_watermark(current, window)
+            if target is not None and target != current:
+                write_watermark(cur, ENTITY, target, run_id)
+            summary.update(
+                rows_loaded=distinct,
+                rows_duplicate=staged - distinct,
+                rows_changed=changed,
+                status="success",
+            )
+            record_run(
+                cur,
+                **summary,
+                started_at=started,
+            )
+            failpoint("before_commit")
+    failpoint("after_commit")
+    summary["load_seconds"] = round(time.monotonic() - t0, 3)
+    shutil.rmtree(_run_dir(run_id), ignore_errors=True)
+    return summary
+
+
+def record_failure(manifest_or_run: dict, error: BaseException | str) -> None:
+    """Record a failed run in ``ops.pipeline_runs`` (its own transaction, after the rollback)."""
+    with postgres.connection() as conn:
+        postgres.migrate(conn)
+        with conn, conn.cursor() as cur:
+            record_run(
+                cur,
+                run_id=manifest_or_run.get("run_id") or new_run_id(),
+                pipeline=PIPELINE,
+                window_start=manifest_or_run.get("window_start"),
+                window_end=manifest_or_run.get("window_end"),
+                status="failed",
+                started_at=_parse(manifest_or_run.get("started_at")),
+                error=str(error)[:4000],
+            )
+
+
+def _parse(value):
+    return datetime.fromisoformat(value) if isinstance(value, str) else value

@@ -1,0 +1,58 @@
+"""Run bookkeeping: run ids, watermarks and ``ops.pipeline_runs`` rows."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+from mage_project.entities import Entity
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def read_watermark(cur, entity: Entity) -> datetime | None:
+    cur.execute(
+        "select watermark from ops.watermarks where pipeline = %s and entity = %s",
+        (entity.pipeline, entity.name),
+    )
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def write_watermark(cur, entity: Entity, watermark: datetime, run_id: str) -> None:
+    """Set the watermark, never moving it backwards."""
+    cur.execute(
+        """
+        insert into ops.watermarks as w (pipeline, entity, watermark, run_id)
+        values (%s, %s, %s, %s)
+        on conflict (pipeline, entity) do update
+            set watermark = excluded.watermark, run_id = excluded.run_id, updated_at = now()
+            where excluded.watermark > w.watermark
+        """,
+        (entity.pipeline, entity.name, watermark, run_id),
+    )
+
+
+RUN_COLUMNS = (
+    "run_id", "pipeline", "window_start", "window_end", "status", "rows_fetched", "rows_loaded",
+    "rows_rejected", "rows_duplicate", "rows_changed", "started_at", "duration_seconds", "error",
+)
+
+
+def record_run(cur, **values) -> None:
+    """Insert or replace the row of one run (a retried run keeps one row, its last outcome)."""
+    row = {name: values.get(name) for name in RUN_COLUMNS}
+    if row["started_at"] is not None and row["duration_seconds"] is None:
+        row["duration_seconds"] = (datetime.now(UTC) - row["started_at"]).total_seconds()
+    cur.execute(
+        f"""
+        insert into ops.pipeline_runs ({", ".join(RUN_COLUMNS)}, finished_at)
+        values ({", ".join(["%s"] * len(RUN_COLUMNS))}, now())
+        on conflict (run_id) do update set
+            {", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:])},
+            finished_at = excluded.finished_at
+        """,  # noqa: S608 - column names are the constants above, values are parameters
+        [row[name] for name in RUN_COLUMNS],
+    )

@@ -1,0 +1,1 @@
+"""Clients for the external systems the pipelines read from, and local simulators of them."""

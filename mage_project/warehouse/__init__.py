@@ -1,0 +1,1 @@
+"""Warehouse writers: one per target, bulk paths only, idempotent, identifiers quoted by the driver."""

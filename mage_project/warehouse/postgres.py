@@ -1,0 +1,182 @@
+"""The PostgreSQL writer: migrations, the per-pipeline write lock, bulk COPY and upsert.
+
+Every identifier goes through ``psycopg2.sql.Identifier``; no SQL is built by string
+formatting of names or values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
+
+from mage_project import config
+from mage_project.entities import Entity
+
+log = logging.getLogger(__name__)
+
+
+class RunLockError(RuntimeError):
+    """Another run of the same pipeline holds the write lock."""
+
+
+def connect(settings: config.PostgresSettings | None = None):
+    settings = settings or config.postgres()
+    return psycopg2.connect(**settings.dsn_kwargs())
+
+
+@contextmanager
+def connection(settings: config.PostgresSettings | None = None):
+    conn = connect(settings)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key for ``name``."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def migrate(conn) -> list[str]:
+    """Apply the project's migrations not yet applied, in order, under a lock. Returns their names."""
+    files = sorted(
+        (f for f in resources.files("mage_project.warehouse").joinpath("sql/postgres").iterdir()
+         if f.name.endswith(".sql")),
+        key=lambda f: f.name,
+    )
+    applied = []
+    with conn:
+        with conn.cursor() as cur:
+            cur.execute("select pg_advisory_xact_lock(%s)", (lock_key("mage_project.migrate"),))
+            cur.execute("create schema if not exists ops")
+            cur.execute(
+                "create table if not exists ops.schema_migrations ("
+                " name text primary key, applied_at timestamptz not null default now())"
+            )
+            cur.execute("select name from ops.schema_migrations")
+            done = {name for (name,) in cur.fetchall()}
+            for f in files:
+                if f.name in done:
+                    continue
+                cur.execute(f.read_text(encoding="utf-8"))
+                cur.execute("insert into ops.schema_migrations (name) values (%s)", (f.name,))
+                applied.append(f.name)
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    return applied
+
+
+def acquire_run_lock(cur, pipeline: str, timeout_seconds: float) -> None:
+    """Take ``pipeline``'s write lock for the current transaction, waiting up to the timeout."""
+    key = lock_key(f"pipeline:{pipeline}")
+    if timeout_seconds <= 0:
+        cur.execute("select pg_try_advisory_xact_lock(%s)", (key,))
+        if not cur.fetchone()[0]:
+            raise RunLockError(
+                f"another run of {pipeline} is writing; not waiting (RUN_LOCK_TIMEOUT_SECONDS=0)"
+            )
+        return
+    cur.execute(
+        "select set_config('lock_timeout', %s, true)", (f"{int(timeout_seconds * 1000)}ms",)
+    )
+    try:
+        cur.execute("select pg_advisory_xact_lock(%s)", (key,))
+    except psycopg2.errors.LockNotAvailable:
+        raise RunLockError(
+            f"another run of {pipeline} is still writing; gave up after {timeout_seconds:g} s "
+            "(RUN_LOCK_TIMEOUT_SECONDS)"
+        ) from None
+    cur.execute("select set_config('lock_timeout', '0', true)")
+
+
+def copy_csv(cur, table: sql.Composable, columns: Iterable[str], path: Path) -> int:
+    """COPY a CSV file with a header row into ``table``; returns the rows copied."""
+    statement = sql.SQL("copy {} ({}) from stdin with (format csv, header true)").format(
+        table, sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with open(path, "rb") as handle:
+        cur.copy_expert(statement, handle, size=1 << 20)
+    return cur.rowcount
+
+
+def create_staging(cur, entity: Entity) -> sql.Identifier:
+    """A temporary table shaped like the entity plus delivery order, dropped at commit."""
+    name = sql.Identifier(f"stage_{entity.table}")
+    columns = [
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type))
+        for c in entity.columns
+    ]
+    columns += [sql.SQL("_file_no integer not null"), sql.SQL("_row_no bigint not null")]
+    cur.execute(
+        sql.SQL("create temporary table {} ({}) on commit drop").format(
+            name, sql.SQL(", ").join(columns)
+        )
+    )
+    cur.execute(
+        sql.SQL("create temporary table {} (file_no integer primary key, key text not null)"
+                " on commit drop").format(sql.Identifier(f"stage_{entity.table}_files"))
+    )
+    return name
+
+
+def upsert_from_staging(cur, entity: Entity, run_id: str, files: list[str]) -> tuple[int, int]:
+    """Upsert the staged rows into the entity's table, the latest delivery of each key winning.
+
+    A key whose values did not change is left alone, so re-running a window changes no row.
+    Returns (distinct keys staged, rows inserted or changed).
+    """
+    stage = sql.Identifier(f"stage_{entity.table}")
+    stage_files = sql.Identifier(f"stage_{entity.table}_files")
+    cur.executemany(
+        sql.SQL("insert into {} (file_no, key) values (%s, %s)").format(stage_files),
+        list(enumerate(files)),
+    )
+    key = sql.Identifier(entity.primary_key)
+    data_cols = [sql.Identifier(c) for c in entity.column_names]
+    other_cols = [sql.Identifier(c) for c in entity.column_names if c != entity.primary_key]
+    meta_cols = [sql.Identifier(c) for c in ("_run_id", "_loaded_at", "_source_file")]
+    target = sql.Identifier(entity.schema, entity.table)
+    comma = sql.SQL(", ")
+    query = sql.SQL(
+        """
+        with latest as materialized (
+            select distinct on (s.{key}) {s_cols}, f.key as _source_file
+            from {stage} as s
+            join {stage_files} as f on f.file_no = s._file_no
+            order by s.{key}, s._file_no desc, s._row_no desc
+        ),
+        written as (
+            insert into {target} as t ({all_cols})
+            select {data_cols}, %(run_id)s, now(), _source_file from latest
+            on conflict ({key}) do update set {updates}
+            where ({t_other}) is distinct from ({ex_other})
+            returning 1
+        )
+        select (select count(*) from latest), (select count(*) from written)
+        """
+    ).format(
+        key=key,
+        s_cols=comma.join(sql.SQL("s.{}").format(c) for c in data_cols),
+        stage=stage,
+        stage_files=stage_files,
+        target=target,
+        all_cols=comma.join(data_cols + meta_cols),
+        data_cols=comma.join(data_cols),
+        updates=comma.join(
+            sql.SQL("{0} = excluded.{0}").format(c) for c in other_cols + meta_cols
+        ),
+        t_other=comma.join(sql.SQL("t.{}").format(c) for c in other_cols),
+        ex_other=comma.join(sql.SQL("excluded.{}").format(c) for c in other_cols),
+    )
+    cur.execute("set local work_mem = '256MB'")
+    cur.execute(query, {"run_id": run_id})
+    distinct, changed = cur.fetchone()
+    return int(distinct), int(changed)

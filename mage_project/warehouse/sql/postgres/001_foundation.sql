@@ -1,0 +1,56 @@
+-- The project's own schemas and bookkeeping tables, plus the user-activity tables.
+create schema if not exists raw;
+create schema if not exists ops;
+
+create table if not exists raw.user_activity (
+    event_id     text primary key,
+    user_id      bigint not null,
+    event_type   text not null,
+    occurred_at  timestamptz not null,
+    session_id   text,
+    page_url     text,
+    properties   jsonb,
+    amount       numeric,
+    _run_id      text not null,
+    _loaded_at   timestamptz not null default now(),
+    _source_file text not null
+);
+create index if not exists user_activity_occurred_at_idx on raw.user_activity (occurred_at);
+create index if not exists user_activity_user_id_idx on raw.user_activity (user_id);
+
+create table if not exists raw.user_activity_rejects (
+    run_id      text not null,
+    source_file text not null,
+    row_number  bigint not null,
+    reason      text not null,
+    raw_payload text not null,
+    rejected_at timestamptz not null default now(),
+    primary key (run_id, source_file, row_number)
+);
+
+create table if not exists ops.watermarks (
+    pipeline    text not null,
+    entity      text not null,
+    watermark   timestamptz not null,
+    run_id      text not null,
+    updated_at  timestamptz not null default now(),
+    primary key (pipeline, entity)
+);
+
+create table if not exists ops.pipeline_runs (
+    run_id          text primary key,
+    pipeline        text not null,
+    window_start    timestamptz,
+    window_end      timestamptz,
+    status          text not null check (status in ('success', 'failed')),
+    rows_fetched    bigint,
+    rows_loaded     bigint,
+    rows_rejected   bigint,
+    rows_duplicate  bigint,
+    rows_changed    bigint,
+    started_at      timestamptz,
+    finished_at     timestamptz not null default now(),
+    duration_seconds double precision,
+    error           text
+);
+create index if not exists pipeline_runs_pipeline_idx on ops.pipeline_runs (pipeline, finished_at desc);

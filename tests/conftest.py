@@ -1,0 +1,95 @@
+"""Fixtures: real services started by the suite on 127.0.0.1 or unix sockets.
+
+One embedded PostgreSQL serves the session; every test that needs the warehouse gets a fresh
+database of its own (dropped after), reached through the same POSTGRES_* settings a user sets
+for their own server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from mage_project.warehouse import embedded
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Settings a developer may have exported must not leak into the tests.
+_PROJECT_VARS = (
+    "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DBNAME", "POSTGRES_USER", "POSTGRES_PASSWORD",
+    "ACTIVITY_API_URL", "ACTIVITY_API_TOKEN", "LANDING_URL", "WORK_DIR", "PROJECT_DATA_DIR",
+    "SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD", "ALERT_EMAIL_TO", "ALERT_EMAIL_FROM",
+    "MAGE_DATA_DIR", "MAGE_REPO_PATH", "MAGE_PROJECT_FAILPOINT", "RUN_LOCK_TIMEOUT_SECONDS",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch, tmp_path):
+    for name in _PROJECT_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PROJECT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ACTIVITY_API_BACKOFF_BASE", "0.01")
+    monkeypatch.setenv("ACTIVITY_API_BACKOFF_MAX", "0.05")
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    pgdata = tmp_path_factory.mktemp("embedded-pg") / "pgdata"
+    server = embedded.ensure_running(pgdata)
+    yield server
+    embedded.stop(pgdata)
+
+
+def _admin(server):
+    conn = psycopg2.connect(
+        host=server.socket_dir, port=server.port, user=server.user, dbname="postgres"
+    )
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture
+def warehouse(pg_server, monkeypatch):
+    """A fresh database on the embedded server, selected through the POSTGRES_* settings."""
+    dbname = f"test_{uuid.uuid4().hex[:12]}"
+    admin = _admin(pg_server)
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
+    monkeypatch.setenv("POSTGRES_HOST", pg_server.socket_dir)
+    monkeypatch.setenv("POSTGRES_PORT", str(pg_server.port))
+    monkeypatch.setenv("POSTGRES_USER", pg_server.user)
+    monkeypatch.setenv("POSTGRES_DBNAME", dbname)
+    conn = psycopg2.connect(
+        host=pg_server.socket_dir, port=pg_server.port, user=pg_server.user, dbname=dbname
+    )
+    conn.autocommit = True
+    yield conn
+    conn.close()
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(dbname)))
+    admin.close()
+
+
+def query(conn, statement: str, params=None) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(statement, params)
+        return cur.fetchall()
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m mage_project ARGS`` in a child process with the test's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "mage_project", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
