@@ -7,6 +7,12 @@ UV     := $(BIN)/uv
 
 export PYTHONDONTWRITEBYTECODE :=
 
+# Settings from .env (see .env.example), when there is one.
+ifneq (,$(wildcard .env))
+include .env
+export
+endif
+
 .PHONY: setup demo test editor bench lock lint clean
 
 setup: $(STAMP)

@@ -15,8 +15,6 @@ create table if not exists raw.user_activity (
     _loaded_at   timestamptz not null default now(),
     _source_file text not null
 );
-create index if not exists user_activity_occurred_at_idx on raw.user_activity (occurred_at);
-create index if not exists user_activity_user_id_idx on raw.user_activity (user_id);
 
 create table if not exists raw.user_activity_rejects (
     run_id      text not null,

@@ -1,0 +1,108 @@
+"""Shared test helpers: the independent oracle of expected rows, and an SMTP sink."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from email import message_from_bytes, policy
+
+from aiosmtpd.controller import Controller
+
+from mage_project.sources.activity_simulator import generate_events
+
+START = datetime(2026, 11, 1, tzinfo=UTC)
+END = datetime(2026, 11, 3, tzinfo=UTC)
+SIM = {"seed": 7, "events_per_day": 1500, "invalid_rate": 0.01, "redelivery_rate": 0.02}
+
+
+def is_valid_event(event) -> bool:
+    """An oracle independent of mage_project.validation, for the simulator's defect kinds."""
+    if not isinstance(event, dict):
+        return False
+    if not isinstance(event.get("event_id"), str) or not event["event_id"].strip():
+        return False
+    if type(event.get("user_id")) is not int or not event.get("event_type"):
+        return False
+    try:
+        at = datetime.fromisoformat(event["occurred_at"])
+    except (TypeError, ValueError):
+        return False
+    if at.tzinfo is None:
+        return False
+    amount = event.get("amount")
+    if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int | float)):
+        return False
+    return event.get("properties") is None or isinstance(event["properties"], dict)
+
+
+def expected_rows(start=START, end=END, **params):
+    """(rows by event_id, rejected count, fetched count) for a window of the simulator."""
+    params = {**SIM, **params}
+    events = list(generate_events(start, end, **params))
+    latest = {}
+    for event in events:
+        if is_valid_event(event):
+            latest[event["event_id"]] = event  # the later delivery wins
+    rows = {
+        e["event_id"]: (
+            e["user_id"],
+            e["event_type"],
+            datetime.fromisoformat(e["occurred_at"]).astimezone(UTC),
+            e["session_id"],
+            e["page_url"],
+            e["properties"],
+            None if e["amount"] is None else Decimal(repr(e["amount"])),
+        )
+        for e in latest.values()
+    }
+    rejected = sum(1 for e in events if not is_valid_event(e))
+    return rows, rejected, len(events)
+
+
+def loaded_rows(conn):
+    with conn.cursor() as cur:
+        cur.execute(
+            "select event_id, user_id, event_type, occurred_at, session_id, page_url,"
+            " properties, amount from raw.user_activity"
+        )
+        return {r[0]: (r[1], r[2], r[3].astimezone(UTC), *r[4:]) for r in cur.fetchall()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps what it receives."""
+
+    def __init__(self):
+        self.messages = []
+        self._lock = threading.Lock()
+        self.port = free_port()
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        with self._lock:
+            self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        return "250 Message accepted for delivery"
+
+    def wait_for(self, count: int, timeout: float = 30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.messages) >= count:
+                    return list(self.messages)
+            time.sleep(0.1)
+        return list(self.messages)
+
+    def __enter__(self):
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._controller.stop()
