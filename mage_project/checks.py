@@ -23,7 +23,8 @@ class CheckResult:
 
 
 def require(result: CheckResult) -> CheckResult:
-    """Raise AssertionError with the check's own words when it failed (for ``@test``)."""
+    """Print the result, and raise AssertionError in its own words if it failed (for ``@test``)."""
+    print(result)
     if not result.passed:
         raise AssertionError(str(result))
     return result

@@ -15,8 +15,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from psycopg2 import sql
-
 from mage_project import config
 from mage_project.entities import USER_ACTIVITY as ENTITY
 from mage_project.faults import failpoint
@@ -170,14 +168,9 @@ def load(validated: dict) -> dict:
             failpoint("after_staging_copy")
             keys = [item["key"] for item in validated["validated"]]
             distinct, changed = postgres.upsert_from_staging(cur, ENTITY, run_id, keys)
-            rejects = sql.Identifier(ENTITY.schema, ENTITY.rejects_table)
-            for item in validated["validated"]:
-                postgres.copy_csv(
-                    cur,
-                    rejects,
-                    ["run_id", "source_file", "row_number", "reason", "raw_payload"],
-                    Path(item["rejects_path"]),
-                )
+            postgres.insert_rejects(
+                cur, ENTITY, [Path(item["rejects_path"]) for item in validated["validated"]]
+            )
             current = read_watermark(cur, ENTITY)
             target = next_watermark(current, window)
             if target is not None and target != current:

@@ -127,6 +127,34 @@ def create_staging(cur, entity: Entity) -> sql.Identifier:
     return name
 
 
+REJECT_COLUMNS = ("run_id", "source_file", "row_number", "reason", "raw_payload")
+
+
+def insert_rejects(cur, entity: Entity, paths: list[Path]) -> int:
+    """Add the rejects files to the entity's rejects table; a record already there is kept.
+
+    Returns the number of new reject rows.
+    """
+    stage = sql.Identifier(f"stage_{entity.rejects_table}")
+    cur.execute(
+        sql.SQL("create temporary table {} (run_id text, source_file text, row_number bigint,"
+                " reason text, raw_payload text) on commit drop").format(stage)
+    )
+    for path in paths:
+        copy_csv(cur, stage, REJECT_COLUMNS, path)
+    cols = sql.SQL(", ").join(map(sql.Identifier, REJECT_COLUMNS))
+    cur.execute(
+        sql.SQL(
+            "insert into {target} (payload_md5, {cols})"
+            " select distinct on (md5(raw_payload)) md5(raw_payload), {cols} from {stage}"
+            " order by md5(raw_payload), source_file, row_number"
+            " on conflict (payload_md5) do nothing"
+        ).format(target=sql.Identifier(entity.schema, entity.rejects_table), cols=cols,
+                 stage=stage)
+    )
+    return cur.rowcount
+
+
 def upsert_from_staging(cur, entity: Entity, run_id: str, files: list[str]) -> tuple[int, int]:
     """Upsert the staged rows into the entity's table, the latest delivery of each key winning.
 

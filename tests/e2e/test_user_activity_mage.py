@@ -36,9 +36,9 @@ def test_cli_run_through_mage_loads_the_window_with_block_tests(warehouse, api):
     result = run_cli(*WINDOW_ARGS)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
-    for check in ("test_landing_files_complete", "test_every_landed_row_validated",
-                  "test_load_reconciles"):
-        assert check in output, f"block test {check} did not run"
+    for check in ("landing_files_complete", "every_landed_row_validated", "load_reconciles"):
+        assert f"{check} passed" in output, f"block test {check} did not run"
+    assert output.count("1/1 tests passed.") == 3
     rows, rejected, fetched = expected_rows()
     assert loaded_rows(warehouse) == rows
     assert query(warehouse, "select status, rows_fetched, rows_rejected from ops.pipeline_runs") == [

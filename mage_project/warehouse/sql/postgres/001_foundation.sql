@@ -16,14 +16,16 @@ create table if not exists raw.user_activity (
     _source_file text not null
 );
 
+-- One row per distinct bad record: the same record fetched again by a re-run is not
+-- stored twice (its run's counts are in ops.pipeline_runs).
 create table if not exists raw.user_activity_rejects (
+    payload_md5 text primary key,
     run_id      text not null,
     source_file text not null,
     row_number  bigint not null,
     reason      text not null,
     raw_payload text not null,
-    rejected_at timestamptz not null default now(),
-    primary key (run_id, source_file, row_number)
+    rejected_at timestamptz not null default now()
 );
 
 create table if not exists ops.watermarks (
