@@ -128,8 +128,7 @@ def psql_copy(server, files: list[Path], env: dict) -> float:
 def mage_export(env: dict, files: list[Path], rows: int) -> float:
     """Mage's own upsert of the same (validated, de-duplicated) rows: its export in UPDATE mode."""
     import pandas as pd
-    from mage_ai.io.config import ConfigKey, ConfigFileLoader  # noqa: F401
-    from mage_ai.io.export_writer import ExportWritePolicy
+    from mage_ai.io.base import ExportWritePolicy
     from mage_ai.io.postgres import Postgres
 
     frames, total = [], 0
@@ -141,14 +140,13 @@ def mage_export(env: dict, files: list[Path], rows: int) -> float:
             break
     df = pd.concat(frames).head(rows).drop_duplicates("event_id", keep="last")
     df = df.drop(columns=[c for c in df.columns if c.startswith("_")])
-    pg = Postgres(dbname=env["POSTGRES_DBNAME"], user=env["POSTGRES_USER"], password="",
-                  host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]))
-    t0 = time.perf_counter()
-    pg.export(df, schema_name="raw", table_name="mage_export", index=False,
-              if_exists=ExportWritePolicy.APPEND, unique_conflict_method="UPDATE",
-              unique_constraints=["event_id"], allow_reserved_words=True)
-    pg.close()
-    return time.perf_counter() - t0
+    with Postgres(dbname=env["POSTGRES_DBNAME"], user=env["POSTGRES_USER"], password="",
+                  host=env["POSTGRES_HOST"], port=int(env["POSTGRES_PORT"]), verbose=False) as pg:
+        t0 = time.perf_counter()
+        pg.export(df, schema_name="raw", table_name="mage_export", index=False,
+                  if_exists=ExportWritePolicy.APPEND, unique_conflict_method="UPDATE",
+                  unique_constraints=["event_id"], allow_reserved_words=True)
+        return time.perf_counter() - t0
 
 
 def main() -> int:
@@ -180,7 +178,8 @@ def main() -> int:
             files = [Path(manifest["landing_url"][7:]) / f["key"] for f in manifest["files"]]
             env = {**base_env, **fresh_database(server, f"bench_{label}")}
             first = run_child(manifest_path, "bench-first", env)
-            print(f"[{label}] first load {first['total_s']:.1f} s", flush=True)
+            print(f"[{label}] first load {first['total_s']:.1f} s (validate "
+                  f"{first['validate_s']:.1f} s)", flush=True)
             entry = {"events": manifest["rows_fetched"], "first": first}
             if label == "1x":
                 rerun = run_child(manifest_path, "bench-rerun", env)

@@ -35,6 +35,16 @@ def write_watermark(cur, entity: Entity, watermark: datetime, run_id: str) -> No
     )
 
 
+def window_loaded_before(cur, pipeline: str, start: datetime, end: datetime) -> bool:
+    """Whether a successful run of ``pipeline`` covered any part of ``[start, end)``."""
+    cur.execute(
+        "select exists (select 1 from ops.pipeline_runs where pipeline = %s and status = 'success'"
+        " and window_start < %s and window_end > %s)",
+        (pipeline, end, start),
+    )
+    return cur.fetchone()[0]
+
+
 RUN_COLUMNS = (
     "run_id", "pipeline", "window_start", "window_end", "status", "rows_fetched", "rows_loaded",
     "rows_rejected", "rows_duplicate", "rows_changed", "started_at", "duration_seconds", "error",

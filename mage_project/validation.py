@@ -17,8 +17,10 @@ import re
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
+
+import orjson
 
 from mage_project.entities import Entity
 from mage_project.landing import csv_line
@@ -26,63 +28,57 @@ from mage_project.landing import csv_line
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 _INTEGER = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
+                      r"(?:Z|[+-][0-9]{2}:[0-9]{2})")
+_NAIVE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?")
 
 
 class Rejected(ValueError):
     """The field cannot be stored as its declared type; the message is the reject reason."""
 
 
-def _text(value: str) -> str:
+def _text(value: str) -> None:
     if "\x00" in value:
         raise Rejected("contains a NUL character")
-    return value
 
 
-def _key(value: str) -> str:
-    if value.strip() == "":
+def _key(value: str) -> None:
+    if value.isspace():
         raise Rejected("is empty")
-    return _text(value)
+    _text(value)
 
 
-def _bigint(value: str) -> str:
-    value = value.strip()
-    if not _INTEGER.fullmatch(value):
+def _bigint(value: str) -> None:
+    digits = value[1:] if value[:1] == "-" else value
+    if not (digits.isascii() and digits.isdigit()):
         raise Rejected(f"is not an integer: {value[:40]!r}")
-    if not BIGINT_MIN <= int(value) <= BIGINT_MAX:
+    if len(digits) > 18 and not BIGINT_MIN <= int(value) <= BIGINT_MAX:
         raise Rejected("is out of the bigint range")
-    return value
 
 
-def _timestamptz(value: str) -> str:
+def _timestamptz(value: str) -> datetime:
+    # Strict RFC 3339, so that every accepted value is one PostgreSQL parses the same way.
+    if not _RFC3339.fullmatch(value):
+        if _NAIVE.fullmatch(value):
+            raise Rejected(f"has no UTC offset: {value[:40]!r}")
+        raise Rejected(f"is not an RFC 3339 timestamp: {value[:40]!r}")
     try:
-        parsed = datetime.fromisoformat(value.strip())
+        return datetime.fromisoformat(value)
     except ValueError:
         raise Rejected(f"is not an RFC 3339 timestamp: {value[:40]!r}") from None
-    if parsed.tzinfo is None:
-        raise Rejected(f"has no UTC offset: {value[:40]!r}")
-    return parsed.astimezone(UTC).isoformat()
 
 
-def _reject_constant(name: str):
-    raise ValueError(name)
-
-
-def _json_object(value: str) -> str:
+def _json_object(value: str) -> None:
     try:
-        parsed = json.loads(value, parse_constant=_reject_constant)
-    except ValueError:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        # orjson also refuses NaN, unpaired surrogates and numbers beyond a double.
         raise Rejected("is not valid JSON") from None
-    if not isinstance(parsed, dict):
+    if type(parsed) is not dict:
         raise Rejected(f"is not a JSON object but {type(parsed).__name__}")
-    if "\\u" in value:
-        # PostgreSQL's jsonb refuses \u0000 and unpaired surrogates, which Python accepts.
-        try:
-            json.dumps(parsed, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise Rejected("holds an invalid unicode escape") from None
-        if "\\u0000" in value and _holds_nul(parsed):
-            raise Rejected("holds a NUL character")
-    return value
+    if "\\u0000" in value and _holds_nul(parsed):
+        # PostgreSQL's jsonb refuses \u0000, which JSON parsers accept.
+        raise Rejected("holds a NUL character")
 
 
 def _holds_nul(value) -> bool:
@@ -95,14 +91,12 @@ def _holds_nul(value) -> bool:
     return False
 
 
-def _numeric(value: str) -> str:
-    value = value.strip()
+def _numeric(value: str) -> None:
     if not _DECIMAL.fullmatch(value) or not math.isfinite(float(value)):
         raise Rejected(f"is not a number: {value[:40]!r}")
-    return value
 
 
-PARSERS: dict[str, Callable[[str], str]] = {
+PARSERS: dict[str, Callable[[str], object]] = {
     "key": _key,
     "text": _text,
     "bigint": _bigint,
@@ -162,73 +156,79 @@ def validate_file(
     window: Window,
     out_dir: Path,
 ) -> FileCounts:
-    """Split one landing file into ``valid-<n>.csv`` and ``rejects-<n>.csv`` in ``out_dir``.
+    """Check every row of one landing file; write its rejects to ``rejects-<n>.csv``.
 
-    Valid rows carry ``file_no`` and their row number, so the loader can tell which delivery of
-    a key came last.
+    A file without rejects is loaded as it is (``valid_path`` is the landing file); a file with
+    rejects gets a copy without them (``valid-<n>.csv``), so the loader never sees a bad row.
     """
     names = entity.column_names
-    parsers = [(c.name, PARSERS[c.kind], c.required) for c in entity.columns]
+    checks = [(i, c.name, PARSERS[c.kind], c.required) for i, c in enumerate(entity.columns)]
     cursor_index = names.index(entity.cursor_field)
-    start_iso, end_iso = window.start.astimezone(UTC), window.end.astimezone(UTC)
+    start, end = window.start, window.end
+    width = len(names)
     counts = FileCounts(key=source_key)
-    valid_path = out_dir / f"valid-{file_no:05d}.csv"
+    rejected_rows: set[int] = set()
     rejects_path = out_dir / f"rejects-{file_no:05d}.csv"
     with (
         open(source_path, encoding="utf-8", newline="") as src,
-        open(valid_path, "w", encoding="utf-8", newline="") as valid,
         open(rejects_path, "w", encoding="utf-8", newline="") as rejects,
     ):
         reader = csv.reader(src, strict=True)
         header = next(reader, None)
         if header != names:
-            raise ValueError(
-                f"landing file {source_key} has header {header}, expected {names}"
-            )
-        valid.write(csv_line([*names, "_file_no", "_row_no"]))
+            raise ValueError(f"landing file {source_key} has header {header}, expected {names}")
         rejects.write(csv_line(["run_id", "source_file", "row_number", "reason", "raw_payload"]))
         row_no = 0
         for row in reader:
             row_no += 1
             reason = None
-            out: list[str | None] = []
-            if len(row) != len(names):
-                reason = f"has {len(row)} fields, expected {len(names)}"
+            if len(row) != width:
+                reason = f"has {len(row)} fields, expected {width}"
             else:
-                for (name, parse, required), value in zip(parsers, row, strict=True):
-                    if value == "":
+                for i, name, check, required in checks:
+                    value = row[i]
+                    if not value:
                         if required:
                             reason = f"{name} is missing"
                             break
-                        out.append(None)
                         continue
                     try:
-                        out.append(parse(value))
+                        result = check(value)
                     except Rejected as exc:
                         reason = f"{name} {exc}"
                         break
-                else:
-                    at = datetime.fromisoformat(out[cursor_index])
-                    if not start_iso <= at < end_iso:
+                    if i == cursor_index and not start <= result < end:
                         reason = (
-                            f"{entity.cursor_field} {out[cursor_index]} is outside the "
-                            f"requested window [{start_iso.isoformat()}, {end_iso.isoformat()})"
+                            f"{name} {value} is outside the requested window "
+                            f"[{start.isoformat()}, {end.isoformat()})"
                         )
-            if reason is None:
-                out.append(str(file_no))
-                out.append(str(row_no))
-                valid.write(csv_line(out))
-                counts.valid += 1
-            else:
-                payload = json.dumps(
-                    dict(zip(names, row, strict=False)) if len(row) == len(names) else row
-                )
+                        break
+            if reason is not None:
+                payload = json.dumps(dict(zip(names, row, strict=True)) if len(row) == width else row)
                 rejects.write(csv_line([run_id, source_key, str(row_no), reason, payload]))
-                counts.rejected += 1
+                rejected_rows.add(row_no)
         counts.rows = row_no
-    counts.valid_path = str(valid_path)
+    counts.rejected = len(rejected_rows)
+    counts.valid = counts.rows - counts.rejected
     counts.rejects_path = str(rejects_path)
+    counts.valid_path = str(source_path)
+    if rejected_rows:
+        counts.valid_path = str(_copy_without(source_path, out_dir / f"valid-{file_no:05d}.csv",
+                                              rejected_rows))
     return counts
+
+
+def _copy_without(source: Path, target: Path, skip: set[int]) -> Path:
+    with (
+        open(source, encoding="utf-8", newline="") as src,
+        open(target, "w", encoding="utf-8", newline="") as out,
+    ):
+        reader = csv.reader(src, strict=True)
+        out.write(csv_line(next(reader)))
+        for row_no, row in enumerate(reader, start=1):
+            if row_no not in skip:
+                out.write(csv_line(row))
+    return target
 
 
 def validate_files(

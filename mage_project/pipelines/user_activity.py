@@ -15,11 +15,19 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg2
+
 from mage_project import config
 from mage_project.entities import USER_ACTIVITY as ENTITY
 from mage_project.faults import failpoint
 from mage_project.landing import LandingZone
-from mage_project.runs import new_run_id, read_watermark, record_run, write_watermark
+from mage_project.runs import (
+    new_run_id,
+    read_watermark,
+    record_run,
+    window_loaded_before,
+    write_watermark,
+)
 from mage_project.sources.activity_api import ActivityApiClient
 from mage_project.validation import Window, landing_row, validate_files
 from mage_project.warehouse import postgres
@@ -158,16 +166,19 @@ def load(validated: dict) -> dict:
     window = explicit_window(validated["window_start"], validated["window_end"])
     t0 = time.monotonic()
     with postgres.connection() as conn:
+        postgres.migrate(conn)
         with conn, conn.cursor() as cur:
             postgres.acquire_run_lock(cur, PIPELINE, config.run_lock_timeout_seconds())
-            stage = postgres.create_staging(cur, ENTITY)
-            staged = 0
-            columns = [*ENTITY.column_names, "_file_no", "_row_no"]
-            for item in validated["validated"]:
-                staged += postgres.copy_csv(cur, stage, columns, Path(item["valid_path"]))
-            failpoint("after_staging_copy")
-            keys = [item["key"] for item in validated["validated"]]
-            distinct, changed = postgres.upsert_from_staging(cur, ENTITY, run_id, keys)
+            files = [(item["key"], Path(item["valid_path"])) for item in validated["validated"]]
+            loaded = None
+            if not window_loaded_before(cur, PIPELINE, window.start, window.end):
+                loaded = _copy_new_window(cur, run_id, files)
+            if loaded is not None:
+                distinct = changed = staged = loaded
+            else:
+                staged = postgres.stage_files(cur, ENTITY, files)
+                failpoint("after_staging_copy")
+                distinct, changed = postgres.upsert_from_staging(cur, ENTITY, run_id, files)
             postgres.insert_rejects(
                 cur, ENTITY, [Path(item["rejects_path"]) for item in validated["validated"]]
             )
@@ -191,6 +202,24 @@ def load(validated: dict) -> dict:
     summary["load_seconds"] = round(time.monotonic() - t0, 3)
     shutil.rmtree(_run_dir(run_id), ignore_errors=True)
     return summary
+
+
+def _copy_new_window(cur, run_id: str, files) -> int | None:
+    """The bulk path for a window never loaded before: COPY straight into the table.
+
+    Returns the rows copied, or None when a key was already there or came twice (then the
+    savepoint undoes the copy and the caller stages and upserts instead).
+    """
+    cur.execute("savepoint bulk_copy")
+    try:
+        copied = postgres.copy_into_target(cur, ENTITY, run_id, files)
+    except psycopg2.errors.UniqueViolation:
+        cur.execute("rollback to savepoint bulk_copy")
+        log.info("%s: keys already loaded or delivered twice; staging and upserting", PIPELINE)
+        return None
+    failpoint("after_staging_copy")
+    cur.execute("release savepoint bulk_copy")
+    return copied
 
 
 def record_failure(manifest_or_run: dict, error: BaseException | str) -> None:

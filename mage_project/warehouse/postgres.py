@@ -97,34 +97,71 @@ def acquire_run_lock(cur, pipeline: str, timeout_seconds: float) -> None:
     cur.execute("select set_config('lock_timeout', '0', true)")
 
 
-def copy_csv(cur, table: sql.Composable, columns: Iterable[str], path: Path) -> int:
-    """COPY a CSV file with a header row into ``table``; returns the rows copied."""
-    statement = sql.SQL("copy {} ({}) from stdin with (format csv, header true)").format(
-        table, sql.SQL(", ").join(map(sql.Identifier, columns))
+def copy_csv(cur, table: sql.Composable, columns: Iterable[str], path: Path,
+             force_null: Iterable[str] = ()) -> int:
+    """COPY a CSV file with a header row into ``table``; returns the rows copied.
+
+    ``force_null`` columns read an empty field as NULL even when it is quoted.
+    """
+    options = sql.SQL("format csv, header true")
+    force_null = list(force_null)
+    if force_null:
+        options = sql.SQL("{}, force_null ({})").format(
+            options, sql.SQL(", ").join(map(sql.Identifier, force_null))
+        )
+    statement = sql.SQL("copy {} ({}) from stdin with ({})").format(
+        table, sql.SQL(", ").join(map(sql.Identifier, columns)), options
     )
     with open(path, "rb") as handle:
         cur.copy_expert(statement, handle, size=1 << 20)
     return cur.rowcount
 
 
-def create_staging(cur, entity: Entity) -> sql.Identifier:
-    """A temporary table shaped like the entity plus delivery order, dropped at commit."""
-    name = sql.Identifier(f"stage_{entity.table}")
+def _optional(entity: Entity) -> list[str]:
+    return [c.name for c in entity.columns if not c.required]
+
+
+def copy_into_target(cur, entity: Entity, run_id: str, files: list[tuple[str, Path]]) -> int:
+    """The bulk path: COPY the files straight into the entity's table. Returns the rows copied.
+
+    Only for keys not in the table yet: a key already there (or twice in the files) raises
+    UniqueViolation, and the caller falls back to staging and upsert.
+    """
+    target = sql.Identifier(entity.schema, entity.table)
+    cur.execute("select set_config('mage_project.run_id', %s, true)", (run_id,))
+    copied = 0
+    for key, path in files:
+        cur.execute("select set_config('mage_project.source_file', %s, true)", (key,))
+        copied += copy_csv(cur, target, entity.column_names, path, _optional(entity))
+    return copied
+
+
+def stage_files(cur, entity: Entity, files: list[tuple[str, Path]]) -> int:
+    """COPY the files into a temporary staging table, in delivery order. Returns the rows staged.
+
+    ``_seq`` numbers the rows in the order they were delivered; ``_file_no`` is the file's
+    position in ``files``.
+    """
+    stage = sql.Identifier(f"stage_{entity.table}")
     columns = [
         sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type))
         for c in entity.columns
     ]
-    columns += [sql.SQL("_file_no integer not null"), sql.SQL("_row_no bigint not null")]
     cur.execute(
-        sql.SQL("create temporary table {} ({}) on commit drop").format(
-            name, sql.SQL(", ").join(columns)
+        sql.SQL(
+            "create temporary table {} ({}, _file_no integer,"
+            " _seq bigint generated always as identity) on commit drop"
+        ).format(stage, sql.SQL(", ").join(columns))
+    )
+    staged = 0
+    for file_no, (_key, path) in enumerate(files):
+        cur.execute(
+            sql.SQL("alter table {} alter column _file_no set default {}").format(
+                stage, sql.Literal(file_no)
+            )
         )
-    )
-    cur.execute(
-        sql.SQL("create temporary table {} (file_no integer primary key, key text not null)"
-                " on commit drop").format(sql.Identifier(f"stage_{entity.table}_files"))
-    )
-    return name
+        staged += copy_csv(cur, stage, entity.column_names, path, _optional(entity))
+    return staged
 
 
 REJECT_COLUMNS = ("run_id", "source_file", "row_number", "reason", "raw_payload")
@@ -155,56 +192,50 @@ def insert_rejects(cur, entity: Entity, paths: list[Path]) -> int:
     return cur.rowcount
 
 
-def upsert_from_staging(cur, entity: Entity, run_id: str, files: list[str]) -> tuple[int, int]:
+def upsert_from_staging(cur, entity: Entity, run_id: str, files: list[tuple[str, Path]]
+                        ) -> tuple[int, int]:
     """Upsert the staged rows into the entity's table, the latest delivery of each key winning.
 
     A key whose values did not change is left alone, so re-running a window changes no row.
     Returns (distinct keys staged, rows inserted or changed).
     """
     stage = sql.Identifier(f"stage_{entity.table}")
-    stage_files = sql.Identifier(f"stage_{entity.table}_files")
-    cur.executemany(
-        sql.SQL("insert into {} (file_no, key) values (%s, %s)").format(stage_files),
-        list(enumerate(files)),
-    )
     key = sql.Identifier(entity.primary_key)
+    cur.execute("set local work_mem = '256MB'")
+    # Earlier deliveries of a key delivered more than once in this run lose to the latest.
+    cur.execute(
+        sql.SQL(
+            "delete from {stage} as s using ("
+            " select {key}, max(_seq) as last_seq from {stage} group by {key} having count(*) > 1"
+            ") as d where s.{key} = d.{key} and s._seq < d.last_seq"
+        ).format(stage=stage, key=key)
+    )
+    cur.execute(sql.SQL("select count(*) from {}").format(stage))
+    (distinct,) = cur.fetchone()
     data_cols = [sql.Identifier(c) for c in entity.column_names]
     other_cols = [sql.Identifier(c) for c in entity.column_names if c != entity.primary_key]
     meta_cols = [sql.Identifier(c) for c in ("_run_id", "_loaded_at", "_source_file")]
-    target = sql.Identifier(entity.schema, entity.table)
     comma = sql.SQL(", ")
+    source_file = sql.SQL("({}::text[])[s._file_no + 1]").format(sql.Placeholder("files"))
     query = sql.SQL(
         """
-        with latest as materialized (
-            select distinct on (s.{key}) {s_cols}, f.key as _source_file
-            from {stage} as s
-            join {stage_files} as f on f.file_no = s._file_no
-            order by s.{key}, s._file_no desc, s._row_no desc
-        ),
-        written as (
-            insert into {target} as t ({all_cols})
-            select {data_cols}, %(run_id)s, now(), _source_file from latest
-            on conflict ({key}) do update set {updates}
-            where ({t_other}) is distinct from ({ex_other})
-            returning 1
-        )
-        select (select count(*) from latest), (select count(*) from written)
+        insert into {target} as t ({all_cols})
+        select {s_cols}, %(run_id)s, now(), {source_file} from {stage} as s
+        on conflict ({key}) do update set {updates}
+        where ({t_other}) is distinct from ({ex_other})
         """
     ).format(
-        key=key,
-        s_cols=comma.join(sql.SQL("s.{}").format(c) for c in data_cols),
-        stage=stage,
-        stage_files=stage_files,
-        target=target,
+        target=sql.Identifier(entity.schema, entity.table),
         all_cols=comma.join(data_cols + meta_cols),
-        data_cols=comma.join(data_cols),
+        s_cols=comma.join(sql.SQL("s.{}").format(c) for c in data_cols),
+        source_file=source_file,
+        stage=stage,
+        key=key,
         updates=comma.join(
             sql.SQL("{0} = excluded.{0}").format(c) for c in other_cols + meta_cols
         ),
         t_other=comma.join(sql.SQL("t.{}").format(c) for c in other_cols),
         ex_other=comma.join(sql.SQL("excluded.{}").format(c) for c in other_cols),
     )
-    cur.execute("set local work_mem = '256MB'")
-    cur.execute(query, {"run_id": run_id})
-    distinct, changed = cur.fetchone()
-    return int(distinct), int(changed)
+    cur.execute(query, {"run_id": run_id, "files": [k for k, _ in files]})
+    return int(distinct), cur.rowcount

@@ -187,3 +187,27 @@ def test_embedded_server_is_used_when_no_host_is_set(tmp_path, monkeypatch):
         from mage_project.warehouse import embedded
 
         embedded.stop(config.data_dir() / "postgres")
+
+
+def test_first_load_of_a_clean_window_takes_the_bulk_path_with_lineage(warehouse, simulator, caplog):
+    caplog.set_level("INFO", logger="mage_project.pipelines.user_activity")
+    simulator(redelivery_rate=0.0)
+    fetched = user_activity.fetch(window_start=START, window_end=END)
+    summary = user_activity.load(user_activity.validate(fetched))
+    rows, rejected, _ = expected_rows(redelivery_rate=0.0)
+    assert loaded_rows(warehouse) == rows
+    assert (summary["rows_loaded"], summary["rows_duplicate"], summary["rows_rejected"]) == (
+        len(rows), 0, rejected)
+    lineage = query(warehouse, "select distinct _run_id, _source_file from raw.user_activity")
+    assert {run for run, _ in lineage} == {fetched["run_id"]}
+    assert {key for _, key in lineage} == {f["key"] for f in fetched["files"]}
+    assert "staging and upserting" not in caplog.text
+
+
+def test_keys_delivered_twice_in_one_run_fall_back_to_staging(warehouse, simulator, caplog):
+    caplog.set_level("INFO", logger="mage_project.pipelines.user_activity")
+    simulator()
+    summary = run_steps(window_start=START, window_end=END)
+    assert "keys already loaded or delivered twice; staging and upserting" in caplog.text
+    rows, _, _ = expected_rows()
+    assert loaded_rows(warehouse) == rows and summary["rows_duplicate"] > 0

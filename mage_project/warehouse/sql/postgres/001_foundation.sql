@@ -11,9 +11,10 @@ create table if not exists raw.user_activity (
     page_url     text,
     properties   jsonb,
     amount       numeric,
-    _run_id      text not null,
+    -- The bulk path COPYs landing files straight in: these come from the loading session.
+    _run_id      text not null default current_setting('mage_project.run_id'),
     _loaded_at   timestamptz not null default now(),
-    _source_file text not null
+    _source_file text not null default current_setting('mage_project.source_file')
 );
 
 -- One row per distinct bad record: the same record fetched again by a re-run is not
