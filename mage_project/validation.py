@@ -11,11 +11,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import multiprocessing
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -239,19 +239,54 @@ def validate_files(
     out_dir: Path,
     workers: int | None = None,
 ) -> list[FileCounts]:
-    """Validate landing files, in parallel processes when there are several.
+    """Validate landing files, in parallel worker processes when there are several.
 
     ``files`` are (local path, landing key) in delivery order; their position is their file_no.
+    Workers are fresh interpreters (``python -m mage_project.validation``), not forks: Mage
+    runs blocks beside threads and inside notebook kernels, where fork and spawn misbehave.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
-        (entity, path, key, file_no, run_id, window, out_dir)
+        {"entity": entity.pipeline, "path": str(path), "key": key, "file_no": file_no,
+         "run_id": run_id, "start": window.start.isoformat(), "end": window.end.isoformat(),
+         "out_dir": str(out_dir)}
         for file_no, (path, key) in enumerate(files)
     ]
     workers = min(len(jobs), workers or os.cpu_count() or 1)
     if workers <= 1:
-        return [validate_file(*job) for job in jobs]
-    # spawn, not fork: Mage runs blocks beside threads, and forking a threaded process can hang.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return list(pool.map(validate_file, *zip(*jobs, strict=True)))
+        return [_run_job(job) for job in jobs]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mage_project.validation"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(workers)
+    ]
+    outputs = [
+        proc.communicate(json.dumps(jobs[n::workers])) for n, proc in enumerate(procs)
+    ]
+    results: list[FileCounts] = []
+    for proc, (stdout, stderr) in zip(procs, outputs, strict=True):
+        if proc.returncode != 0:
+            raise RuntimeError(f"validation worker failed (exit {proc.returncode}):\n{stderr[-4000:]}")
+        results += [FileCounts(**item) for item in json.loads(stdout)]
+    return sorted(results, key=lambda c: [j["key"] for j in jobs].index(c.key))
+
+
+def _run_job(job: dict) -> FileCounts:
+    from mage_project.entities import ENTITIES
+
+    return validate_file(
+        ENTITIES[job["entity"]], Path(job["path"]), job["key"], job["file_no"], job["run_id"],
+        Window(datetime.fromisoformat(job["start"]), datetime.fromisoformat(job["end"])),
+        Path(job["out_dir"]),
+    )
+
+
+def _worker_main() -> None:
+    jobs = json.load(sys.stdin)
+    json.dump([_run_job(job).as_dict() for job in jobs], sys.stdout)
+
+
+if __name__ == "__main__":
+    _worker_main()
