@@ -59,6 +59,13 @@ def landing_day(directory: Path, events: int, chunk_rows: int) -> dict:
     }
 
 
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child_load(manifest_path: str, run_id: str) -> None:
     """One load of the landing day, in this process, as the blocks do it; prints its figures."""
     from mage_project.pipelines import user_activity
@@ -70,7 +77,8 @@ def child_load(manifest_path: str, run_id: str) -> None:
     t1 = time.perf_counter()
     summary = user_activity.load(validated)
     t2 = time.perf_counter()
-    rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: on Linux a child's ru_maxrss starts from its parent's RSS at fork.
+    rss_self = peak_rss_mb()
     rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({
         "validate_s": t1 - t0, "load_s": t2 - t1, "total_s": t2 - t0,

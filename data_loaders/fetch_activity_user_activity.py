@@ -4,7 +4,7 @@ Returns a manifest (landing files and row counts), not the events.
 Pipeline variables: window_start / window_end (an explicit window, UTC), sample_rows (keep
 interactive runs small), run_id (set by the command-line runner).
 """
-from mage_project import checks
+from mage_project import checks, runs
 from mage_project.pipelines import user_activity
 
 if 'data_loader' not in globals():
@@ -16,7 +16,7 @@ if 'test' not in globals():
 @data_loader
 def fetch_activity_user_activity(*args, **kwargs):
     return user_activity.fetch(
-        run_id=kwargs.get('run_id'),
+        run_id=runs.run_id_for(kwargs),
         window_start=kwargs.get('window_start'),
         window_end=kwargs.get('window_end'),
         execution_date=kwargs.get('execution_date'),

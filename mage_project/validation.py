@@ -255,16 +255,15 @@ def validate_files(
     workers = min(len(jobs), workers or os.cpu_count() or 1)
     if workers <= 1:
         return [_run_job(job) for job in jobs]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "mage_project.validation"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for _ in range(workers)
-    ]
-    outputs = [
-        proc.communicate(json.dumps(jobs[n::workers])) for n, proc in enumerate(procs)
-    ]
+    procs = []
+    for n in range(workers):
+        share = out_dir / f"jobs-{n}.json"
+        share.write_text(json.dumps(jobs[n::workers]))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "mage_project.validation", str(share)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))
+    outputs = [proc.communicate() for proc in procs]
     results: list[FileCounts] = []
     for proc, (stdout, stderr) in zip(procs, outputs, strict=True):
         if proc.returncode != 0:
@@ -284,7 +283,7 @@ def _run_job(job: dict) -> FileCounts:
 
 
 def _worker_main() -> None:
-    jobs = json.load(sys.stdin)
+    jobs = json.loads(Path(sys.argv[1]).read_text())
     json.dump([_run_job(job).as_dict() for job in jobs], sys.stdout)
 
 

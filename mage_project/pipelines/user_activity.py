@@ -25,6 +25,7 @@ from mage_project.runs import (
     new_run_id,
     read_watermark,
     record_run,
+    run_id_for,
     window_loaded_before,
     write_watermark,
 )
@@ -178,7 +179,7 @@ def load(validated: dict) -> dict:
             else:
                 staged = postgres.stage_files(cur, ENTITY, files)
                 failpoint("after_staging_copy")
-                distinct, changed = postgres.upsert_from_staging(cur, ENTITY, run_id, files)
+                distinct, changed = postgres.upsert_from_staging(cur, ENTITY, run_id, files, staged)
             postgres.insert_rejects(
                 cur, ENTITY, [Path(item["rejects_path"]) for item in validated["validated"]]
             )
@@ -237,6 +238,21 @@ def record_failure(manifest_or_run: dict, error: BaseException | str) -> None:
                 started_at=_parse(manifest_or_run.get("started_at")),
                 error=str(error)[:4000],
             )
+
+
+def record_block_failure(mage_kwargs: dict, error) -> None:
+    """A block of the pipeline failed under Mage: record the run (the failure callback)."""
+    try:
+        record_failure(
+            {
+                "run_id": run_id_for(mage_kwargs),
+                "window_start": mage_kwargs.get("window_start"),
+                "window_end": mage_kwargs.get("window_end"),
+            },
+            f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error,
+        )
+    except Exception:  # the warehouse itself may be what failed; Mage still alerts
+        log.exception("could not record the failed %s run", PIPELINE)
 
 
 def _parse(value):

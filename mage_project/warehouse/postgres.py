@@ -192,14 +192,16 @@ def insert_rejects(cur, entity: Entity, paths: list[Path]) -> int:
     return cur.rowcount
 
 
-def upsert_from_staging(cur, entity: Entity, run_id: str, files: list[tuple[str, Path]]
-                        ) -> tuple[int, int]:
+def upsert_from_staging(cur, entity: Entity, run_id: str, files: list[tuple[str, Path]],
+                        staged: int) -> tuple[int, int]:
     """Upsert the staged rows into the entity's table, the latest delivery of each key winning.
 
     A key whose values did not change is left alone, so re-running a window changes no row.
-    Returns (distinct keys staged, rows inserted or changed).
+    Returns (distinct keys staged, rows inserted or changed). The caller holds the pipeline's
+    write lock, so no other run inserts the same keys meanwhile.
     """
     stage = sql.Identifier(f"stage_{entity.table}")
+    target = sql.Identifier(entity.schema, entity.table)
     key = sql.Identifier(entity.primary_key)
     cur.execute("set local work_mem = '256MB'")
     # Earlier deliveries of a key delivered more than once in this run lose to the latest.
@@ -210,32 +212,43 @@ def upsert_from_staging(cur, entity: Entity, run_id: str, files: list[tuple[str,
             ") as d where s.{key} = d.{key} and s._seq < d.last_seq"
         ).format(stage=stage, key=key)
     )
-    cur.execute(sql.SQL("select count(*) from {}").format(stage))
-    (distinct,) = cur.fetchone()
+    distinct = staged - cur.rowcount
+    cur.execute(sql.SQL("analyze {}").format(stage))
     data_cols = [sql.Identifier(c) for c in entity.column_names]
     other_cols = [sql.Identifier(c) for c in entity.column_names if c != entity.primary_key]
-    meta_cols = [sql.Identifier(c) for c in ("_run_id", "_loaded_at", "_source_file")]
     comma = sql.SQL(", ")
-    source_file = sql.SQL("({}::text[])[s._file_no + 1]").format(sql.Placeholder("files"))
-    query = sql.SQL(
-        """
-        insert into {target} as t ({all_cols})
-        select {s_cols}, %(run_id)s, now(), {source_file} from {stage} as s
-        on conflict ({key}) do update set {updates}
-        where ({t_other}) is distinct from ({ex_other})
-        """
-    ).format(
-        target=sql.Identifier(entity.schema, entity.table),
-        all_cols=comma.join(data_cols + meta_cols),
-        s_cols=comma.join(sql.SQL("s.{}").format(c) for c in data_cols),
-        source_file=source_file,
-        stage=stage,
-        key=key,
-        updates=comma.join(
-            sql.SQL("{0} = excluded.{0}").format(c) for c in other_cols + meta_cols
+    params = {"run_id": run_id, "files": [k for k, _ in files]}
+    source_file = sql.SQL("(%(files)s::text[])[s._file_no + 1]")
+    cur.execute(
+        sql.SQL(
+            "update {target} as t set {updates}, _run_id = %(run_id)s, _loaded_at = now(),"
+            " _source_file = {source_file}"
+            " from {stage} as s where t.{key} = s.{key} and ({t_other}) is distinct from ({s_other})"
+        ).format(
+            target=target,
+            updates=comma.join(sql.SQL("{0} = s.{0}").format(c) for c in other_cols),
+            source_file=source_file,
+            stage=stage,
+            key=key,
+            t_other=comma.join(sql.SQL("t.{}").format(c) for c in other_cols),
+            s_other=comma.join(sql.SQL("s.{}").format(c) for c in other_cols),
         ),
-        t_other=comma.join(sql.SQL("t.{}").format(c) for c in other_cols),
-        ex_other=comma.join(sql.SQL("excluded.{}").format(c) for c in other_cols),
+        params,
     )
-    cur.execute(query, {"run_id": run_id, "files": [k for k, _ in files]})
-    return int(distinct), cur.rowcount
+    updated = cur.rowcount
+    cur.execute(
+        sql.SQL(
+            "insert into {target} ({cols}, _run_id, _loaded_at, _source_file)"
+            " select {s_cols}, %(run_id)s, now(), {source_file} from {stage} as s"
+            " where not exists (select from {target} as t where t.{key} = s.{key})"
+        ).format(
+            target=target,
+            cols=comma.join(data_cols),
+            s_cols=comma.join(sql.SQL("s.{}").format(c) for c in data_cols),
+            source_file=source_file,
+            stage=stage,
+            key=key,
+        ),
+        params,
+    )
+    return distinct, updated + cur.rowcount
