@@ -5,10 +5,10 @@ the project's own run log complete.
 """
 from mage_project.pipelines import user_activity
 
-if 'callback' not in globals():
-    from mage_ai.data_preparation.decorators import callback
+if 'on_failure' not in globals():
+    from mage_ai.data_preparation.decorators import on_failure
 
 
-@callback('failure')
-def record_user_activity_failure(parent_block_data, **kwargs):
+@on_failure
+def record_user_activity_failure(**kwargs):
     user_activity.record_block_failure(kwargs, kwargs.get('__error'))

@@ -32,7 +32,12 @@ def prepare_mage_environment() -> None:
 
 
 def run_pipeline(pipeline_uuid: str, variables: dict) -> None:
-    """Execute every block of the pipeline in this process, tests on. Raises on failure."""
+    """Execute the pipeline's blocks in this process, as the scheduler does. Raises on failure.
+
+    Block by block through Mage's block executor, in dependency order: each block's @tests,
+    retries and failure callbacks run, and its output is kept under the run's own partition
+    (``variables["run_id"]``), so concurrent runs never read each other's outputs.
+    """
     prepare_mage_environment()
     from mage_ai.settings.repo import set_repo_path
 
@@ -45,15 +50,28 @@ def run_pipeline(pipeline_uuid: str, variables: dict) -> None:
     db_connection.start_session()
     pipeline = Pipeline.get(pipeline_uuid, repo_path=str(config.PROJECT_ROOT))
     global_vars = {**(get_global_variables(pipeline_uuid) or {}), **variables}
-    ExecutorFactory.get_pipeline_executor(
-        pipeline, execution_partition=variables["run_id"]
-    ).execute(
-        analyze_outputs=False,
-        global_vars=global_vars,
-        run_sensors=True,
-        run_tests=True,
-        update_status=False,
-    )
+    for block_uuid in dependency_order(
+        {uuid: block.upstream_block_uuids for uuid, block in pipeline.blocks_by_uuid.items()}
+    ):
+        ExecutorFactory.get_block_executor(
+            pipeline, block_uuid, execution_partition=variables["run_id"]
+        ).execute(analyze_outputs=False, global_vars=global_vars, update_status=False)
+
+
+def dependency_order(upstream: dict[str, list[str]]) -> list[str]:
+    """Blocks ordered so that each comes after all of its upstream blocks."""
+    order: list[str] = []
+    done: set[str] = set()
+    pending = dict(upstream)
+    while pending:
+        ready = sorted(u for u, ups in pending.items() if set(ups) <= done)
+        if not ready:
+            raise ValueError(f"the block graph has a cycle among {sorted(pending)}")
+        for uuid in ready:
+            order.append(uuid)
+            done.add(uuid)
+            del pending[uuid]
+    return order
 
 
 def _fail(pipeline: str, variables: dict, error: BaseException, started: float) -> int:
@@ -130,10 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--sample-rows", type=int, help="stop after this many events (trials)")
     run.add_argument("--run-id", help=argparse.SUPPRESS)
     sub.add_parser("demo", help="serve the simulator and ingest the last 3 days")
+    sub.add_parser("editor", help="Mage's editor on http://127.0.0.1:6789 for this project")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "run":
         return run_command(args)
+    if args.command == "editor":
+        from mage_project import editor
+
+        return editor.main()
     from mage_project import demo
 
     return demo.main()

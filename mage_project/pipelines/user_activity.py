@@ -183,10 +183,12 @@ def load(validated: dict) -> dict:
             postgres.insert_rejects(
                 cur, ENTITY, [Path(item["rejects_path"]) for item in validated["validated"]]
             )
-            current = read_watermark(cur, ENTITY)
-            target = next_watermark(current, window)
-            if target is not None and target != current:
-                write_watermark(cur, ENTITY, target, run_id)
+            # A sampled (interactive) run loaded only part of its window: the watermark stays.
+            if not validated.get("sample_rows"):
+                current = read_watermark(cur, ENTITY)
+                target = next_watermark(current, window)
+                if target is not None and target != current:
+                    write_watermark(cur, ENTITY, target, run_id)
             summary.update(
                 rows_loaded=distinct,
                 rows_duplicate=staged - distinct,

@@ -106,7 +106,7 @@ def test_concurrent_runs_serialise_and_load_once(warehouse, api):
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outputs]
+    assert [p.returncode for p in procs] == [0, 0], "\n-----\n".join(e[-6000:] for _, e in outputs)
     rows, _, _ = expected_rows()
     assert loaded_rows(warehouse) == rows
     changed = sorted(c for (c,) in query(warehouse, "select rows_changed from ops.pipeline_runs"))

@@ -211,3 +211,11 @@ def test_keys_delivered_twice_in_one_run_fall_back_to_staging(warehouse, simulat
     assert "keys already loaded or delivered twice; staging and upserting" in caplog.text
     rows, _, _ = expected_rows()
     assert loaded_rows(warehouse) == rows and summary["rows_duplicate"] > 0
+
+
+def test_sampled_run_loads_a_few_rows_and_leaves_the_watermark(warehouse, simulator):
+    simulator(invalid_rate=0.0, redelivery_rate=0.0)
+    summary = run_steps(window_start=START, window_end=END, sample_rows=50)
+    assert summary["rows_fetched"] == summary["rows_loaded"] == 50
+    assert query(warehouse, "select count(*) from raw.user_activity") == [(50,)]
+    assert query(warehouse, "select count(*) from ops.watermarks") == [(0,)]

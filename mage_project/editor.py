@@ -1,0 +1,62 @@
+"""``make editor``: Mage's editor for this project on http://127.0.0.1:6789.
+
+On the embedded defaults: the embedded PostgreSQL (its settings exported for io_config.yaml's
+profile), and the activity API simulator when ACTIVITY_API_URL is unset. Login is on; the
+first owner comes from DEFAULT_OWNER_EMAIL / DEFAULT_OWNER_USERNAME / DEFAULT_OWNER_PASSWORD
+(documented local defaults, for a laptop only).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from mage_project import config
+from mage_project.cli import prepare_mage_environment
+
+LOCAL_OWNER = {
+    "DEFAULT_OWNER_EMAIL": "admin@localhost",
+    "DEFAULT_OWNER_USERNAME": "admin",
+    "DEFAULT_OWNER_PASSWORD": "change-me-locally",
+}
+
+
+def editor_environment() -> dict:
+    env = dict(os.environ)
+    settings = config.postgres()
+    env.update(
+        POSTGRES_HOST=settings.host,
+        POSTGRES_PORT=str(settings.port),
+        POSTGRES_DBNAME=settings.dbname,
+        POSTGRES_USER=settings.user,
+    )
+    if settings.password:
+        env["POSTGRES_PASSWORD"] = settings.password
+    for name, value in LOCAL_OWNER.items():
+        env.setdefault(name, value)
+    return env
+
+
+def main() -> int:
+    from mage_project.demo import activity_api
+
+    prepare_mage_environment()
+    host = os.environ.get("MAGE_EDITOR_HOST", "127.0.0.1")
+    port = os.environ.get("MAGE_EDITOR_PORT", "6789")
+    with activity_api() as url:
+        env = editor_environment()
+        print(f"activity API: {url}\nMage editor: http://{host}:{port} "
+              f"(login {env['DEFAULT_OWNER_EMAIL']})", flush=True)
+        mage = Path(sys.executable).parent / "mage"
+        proc = subprocess.Popen(
+            [str(mage), "start", str(config.PROJECT_ROOT), "--host", host, "--port", port],
+            env=env, start_new_session=True,
+        )
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            os.killpg(proc.pid, signal.SIGTERM)
+            return proc.wait()
