@@ -51,12 +51,14 @@ def main() -> int:
         print(f"activity API: {url}\nMage editor: http://{host}:{port} "
               f"(login {env['DEFAULT_OWNER_EMAIL']})", flush=True)
         mage = Path(sys.executable).parent / "mage"
+        # Same process group: Ctrl-C (or a signal to the group) stops Mage's workers too.
         proc = subprocess.Popen(
             [str(mage), "start", str(config.PROJECT_ROOT), "--host", host, "--port", port],
-            env=env, start_new_session=True,
+            env=env,
         )
+        signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
         try:
             return proc.wait()
         except KeyboardInterrupt:
-            os.killpg(proc.pid, signal.SIGTERM)
+            proc.terminate()
             return proc.wait()

@@ -65,16 +65,19 @@ RUN_COLUMNS = (
 
 
 def record_run(cur, **values) -> None:
-    """Insert or replace the row of one run (a retried run keeps one row, its last outcome)."""
+    """Insert or update the row of one run: a retried run keeps one row with its last outcome,
+    and a failure recorded after a success (a block's @test failing after the load committed)
+    keeps the counts already recorded."""
     row = {name: values.get(name) for name in RUN_COLUMNS}
     if row["started_at"] is not None and row["duration_seconds"] is None:
         row["duration_seconds"] = (datetime.now(UTC) - row["started_at"]).total_seconds()
     cur.execute(
         f"""
-        insert into ops.pipeline_runs ({", ".join(RUN_COLUMNS)}, finished_at)
+        insert into ops.pipeline_runs as r ({", ".join(RUN_COLUMNS)}, finished_at)
         values ({", ".join(["%s"] * len(RUN_COLUMNS))}, now())
         on conflict (run_id) do update set
-            {", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:])},
+            {", ".join(f"{c} = coalesce(excluded.{c}, r.{c})" for c in RUN_COLUMNS[1:-1])},
+            error = excluded.error,
             finished_at = excluded.finished_at
         """,  # noqa: S608 - column names are the constants above, values are parameters
         [row[name] for name in RUN_COLUMNS],

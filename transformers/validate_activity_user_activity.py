@@ -1,7 +1,7 @@
 """Validate every landed event against the entity's declared schema.
 
-Valid rows are normalised (UTC timestamps) into files ready for COPY; bad records go to
-rejects with their reason. Returns the manifest with those files and counts.
+Every landed row ends valid (ready for COPY, its timestamp stored as UTC by the load) or in
+rejects with its reason and raw payload. Returns the manifest with those files and counts.
 """
 from mage_project import checks
 from mage_project.pipelines import user_activity

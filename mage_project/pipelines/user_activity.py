@@ -87,26 +87,26 @@ def fetch(
     if window is None:
         log.info("%s: nothing to fetch yet (watermark is at the execution day)", PIPELINE)
         return manifest
-    client = ActivityApiClient(api)
-    remaining = sample_rows
-    for day in days(window):
-        events = client.iter_events(day.start, day.end)
-        rows = (landing_row(ENTITY, event) for event in _limit(events, remaining))
-        partition = f"{ENTITY.landing_prefix()}/date={day.start:%Y-%m-%d}"
-        for landed in landing.write_parts(
-            lambda part, p=partition: f"{p}/{run_id}-{part:05d}.csv",
-            ENTITY.column_names,
-            rows,
-            chunk_rows,
-        ):
-            manifest["files"].append(landed.as_dict())
-            manifest["rows_fetched"] += landed.rows
-            failpoint("after_landing_part")
-        if remaining is not None:
-            remaining = sample_rows - manifest["rows_fetched"]
-            if remaining <= 0:
-                break
-    manifest["api_requests"] = client.stats
+    with ActivityApiClient(api) as client:
+        remaining = sample_rows
+        for day in days(window):
+            events = client.iter_events(day.start, day.end)
+            rows = (landing_row(ENTITY, event) for event in _limit(events, remaining))
+            partition = f"{ENTITY.landing_prefix()}/date={day.start:%Y-%m-%d}"
+            for landed in landing.write_parts(
+                lambda part, p=partition: f"{p}/{run_id}-{part:05d}.csv",
+                ENTITY.column_names,
+                rows,
+                chunk_rows,
+            ):
+                manifest["files"].append(landed.as_dict())
+                manifest["rows_fetched"] += landed.rows
+                failpoint("after_landing_part")
+            if remaining is not None:
+                remaining = sample_rows - manifest["rows_fetched"]
+                if remaining <= 0:
+                    break
+        manifest["api_requests"] = client.stats
     log.info(
         "%s: fetched %d events into %d files for [%s, %s)",
         PIPELINE, manifest["rows_fetched"], len(manifest["files"]),

@@ -6,6 +6,7 @@ is a real crash of a real run.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -118,3 +119,32 @@ def test_scheduled_style_run_without_window_uses_the_execution_date(warehouse, a
     assert result.returncode == 0, result.stderr[-3000:]
     rows, _, _ = expected_rows(datetime(2026, 11, 2, tzinfo=UTC), END)
     assert loaded_rows(warehouse) == rows
+
+
+def test_editor_starts_on_loopback_with_the_project(warehouse, tmp_path):
+    import time
+    import urllib.request
+
+    from support import free_port
+
+    port = free_port()
+    log = tmp_path / "editor.log"
+    with open(log, "w") as out:
+        editor = subprocess.Popen(
+            [sys.executable, "-m", "mage_project", "editor"], cwd=ROOT,
+            env={**os.environ, "MAGE_EDITOR_PORT": str(port)},
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline, status = time.monotonic() + 120, None
+        while time.monotonic() < deadline and status is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5) as r:
+                    status = r.status
+            except OSError:
+                time.sleep(1)
+        assert status == 200, log.read_text()[-3000:]
+        assert f"Mage editor: http://127.0.0.1:{port}" in log.read_text()
+    finally:
+        os.killpg(editor.pid, signal.SIGTERM)
+        editor.wait(timeout=60)
