@@ -43,7 +43,7 @@ lock:
 	$(UV) pip compile --quiet --python-version 3.11 requirements-dev.in -o requirements-dev.txt
 
 lint: setup
-	$(BIN)/ruff check mage_project tests benchmarks data_loaders transformers data_exporters
+	$(BIN)/ruff check mage_project tests benchmarks data_loaders transformers data_exporters callbacks
 
 clean:
 	-$(BIN)/python -c "from mage_project.warehouse import embedded; from mage_project import config; embedded.stop(config.data_dir() / 'postgres')"

@@ -24,6 +24,7 @@ import orjson
 
 from mage_project.entities import Entity
 from mage_project.landing import csv_line
+from mage_project.windows import Window
 
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 _INTEGER = re.compile(r"-?[0-9]+")
@@ -120,18 +121,6 @@ def landing_row(entity: Entity, record) -> list[str | None]:
         # Keep what was sent: it is rejected as a record without a key, payload intact.
         return [None] * (len(entity.columns) - 1) + [landing_value(record)]
     return [landing_value(record.get(name)) for name in entity.column_names]
-
-
-@dataclass(frozen=True)
-class Window:
-    start: datetime
-    end: datetime
-
-    def __post_init__(self):
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise ValueError("window bounds must be timezone-aware")
-        if self.end <= self.start:
-            raise ValueError(f"empty window: end {self.end} is not after start {self.start}")
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 fetch   the window's events from the API into CSV files in the landing zone -> manifest
 validate each landing file into valid rows and rejects                    -> manifest
-load    COPY into staging, upsert, rejects, watermark and run row in one transaction
+load    bulk COPY (straight in, or staging + upsert), rejects, watermark and the run's
+        row, in one transaction
 
 Blocks hand each other manifests (file keys and counts), never the day's data.
 """
@@ -30,9 +31,10 @@ from mage_project.runs import (
     write_watermark,
 )
 from mage_project.sources.activity_api import ActivityApiClient
-from mage_project.validation import Window, landing_row, validate_files
+from mage_project.validation import landing_row, validate_files
 from mage_project.warehouse import postgres
 from mage_project.windows import (
+    Window,
     as_utc,
     days,
     explicit_window,

@@ -8,7 +8,8 @@ import pytest
 
 from mage_project.entities import USER_ACTIVITY
 from mage_project.landing import csv_line
-from mage_project.validation import Window, landing_row, validate_file
+from mage_project.validation import landing_row, validate_file
+from mage_project.windows import Window
 
 WINDOW = Window(datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC))
 

@@ -4,8 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mage_project.validation import Window
-from mage_project.windows import days, next_watermark, parse_bound, scheduled_window
+from mage_project.windows import Window, days, next_watermark, parse_bound, scheduled_window
 
 
 def at(day, hour=0):
