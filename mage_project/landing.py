@@ -65,6 +65,35 @@ class LandingZone:
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 
+    def write_bytes(self, key: str, data: bytes) -> LandedFile:
+        """Write one whole file under ``key`` (atomically: a reader sees all of it or nothing)."""
+        final = self.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+        return LandedFile(key=key, rows=-1, bytes=len(data))
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys under ``prefix``, sorted; files being written (temporary names) are not listed."""
+        base = self.root.resolve()
+        start = self.path(prefix) if prefix else base
+        if start.is_file():
+            return [prefix]
+        if not start.is_dir():
+            return []
+        return sorted(
+            p.relative_to(base).as_posix()
+            for p in start.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+
     def write_parts(
         self,
         key_of_part: callable,
