@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+MOTO   := .venv-moto
 UV     := $(BIN)/uv
 
 export PYTHONDONTWRITEBYTECODE :=
@@ -15,7 +16,7 @@ endif
 
 .PHONY: setup demo test editor bench lock lint clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(MOTO)/.installed
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,12 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps --compile-bytecode -e .
 	$(UV) pip check --python $(BIN)/python
 	touch $(STAMP)
+
+# The S3 stand-in the tests start (moto's server), apart from Mage's pins.
+$(MOTO)/.installed: requirements-moto.txt $(STAMP)
+	test -x $(MOTO)/bin/python || $(BIN)/python -m venv $(MOTO)
+	$(UV) pip sync --quiet --python $(MOTO)/bin/python requirements-moto.txt
+	touch $@
 
 demo: setup
 	$(BIN)/python -m mage_project demo
@@ -41,6 +48,7 @@ bench: setup
 lock:
 	$(UV) pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
 	$(UV) pip compile --quiet --python-version 3.11 requirements-dev.in -o requirements-dev.txt
+	$(UV) pip compile --quiet --python-version 3.11 requirements-moto.in -o requirements-moto.txt
 
 lint: setup
 	$(BIN)/ruff check mage_project tests benchmarks data_loaders transformers data_exporters callbacks

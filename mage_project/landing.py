@@ -1,18 +1,22 @@
-"""The landing zone: where source records are written as CSV files before they are loaded.
+"""The landing zone: where source files wait, as CSV, before they are loaded.
+
+``LANDING_URL`` picks the store: ``file:///path`` (the default, a folder in the data
+directory) or ``s3://bucket/prefix`` (with the standard AWS settings, and AWS_ENDPOINT_URL for
+S3-compatible stores). Both behave the same: keys are paths relative to the zone's root, a file
+appears whole or not at all (written under a temporary name and renamed; an S3 PUT is atomic),
+and readers get a local copy to stream from.
 
 Files follow PostgreSQL's CSV conventions, so they can be COPY'd as they are: a header row,
 RFC 4180 quoting, an unquoted empty field is NULL and a quoted empty field ("") is an empty
-string. A file is written under a temporary name and renamed when complete, so a killed run
-never leaves a half-written file under a final name.
-
-Only ``file://`` URLs are served for now; the interface (keys relative to the zone's root) is
-the one an object store implements too.
+string.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -42,101 +46,184 @@ class LandedFile:
         return {"key": self.key, "rows": self.rows, "bytes": self.bytes}
 
 
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"landing key {key!r} is not a relative path inside the landing zone")
+    return key
+
+
 class LandingZone:
-    def __init__(self, url: str):
-        parsed = urlparse(url)
-        if parsed.scheme != "file":
-            raise ValueError(
-                f"LANDING_URL={url!r}: only file:// landing zones are supported so far"
-            )
-        self.url = url
-        self.root = Path(unquote(parsed.path))
+    """A landing zone at ``url``; ``LandingZone(url)`` returns the store's implementation."""
 
-    def path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root.resolve() not in path.parents:
-            raise ValueError(f"landing key {key!r} escapes the landing zone")
-        return path
+    url: str
 
-    def local_path(self, key: str) -> Path:
-        """A local file to read ``key`` from (an object store downloads it first)."""
-        return self.path(key)
+    def __new__(cls, url: str):
+        if cls is LandingZone:
+            scheme = urlparse(url).scheme
+            if scheme == "file":
+                cls = FileLandingZone
+            elif scheme == "s3":
+                cls = S3LandingZone
+            else:
+                raise ValueError(
+                    f"LANDING_URL={url!r}: use file:///path or s3://bucket/prefix"
+                )
+        return super().__new__(cls)
 
+    # What each store provides.
     def exists(self, key: str) -> bool:
-        return self.path(key).is_file()
-
-    def write_bytes(self, key: str, data: bytes) -> LandedFile:
-        """Write one whole file under ``key`` (atomically: a reader sees all of it or nothing)."""
-        final = self.path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
-        return LandedFile(key=key, rows=-1, bytes=len(data))
+        raise NotImplementedError
 
     def read_bytes(self, key: str) -> bytes:
-        return self.path(key).read_bytes()
+        raise NotImplementedError
 
     def list(self, prefix: str = "") -> list[str]:
-        """Keys under ``prefix``, sorted; files being written (temporary names) are not listed."""
-        base = self.root.resolve()
-        start = self.path(prefix) if prefix else base
-        if start.is_file():
-            return [prefix]
-        if not start.is_dir():
-            return []
-        return sorted(
-            p.relative_to(base).as_posix()
-            for p in start.rglob("*")
-            if p.is_file() and not p.name.startswith(".")
-        )
+        """Keys under ``prefix`` (a folder), sorted; files still being written are not listed."""
+        raise NotImplementedError
+
+    def local_copy(self, key: str, directory: Path) -> Path:
+        """A local file with the content of ``key``, to stream from (copied into ``directory``
+        when the store is remote)."""
+        raise NotImplementedError
+
+    def _publish(self, local: Path, key: str) -> None:
+        """Make the complete local file ``local`` the content of ``key``, atomically."""
+        raise NotImplementedError
+
+    # Shared behaviour.
+    def write_bytes(self, key: str, data: bytes) -> LandedFile:
+        """Write one whole file under ``key``."""
+        with tempfile.TemporaryDirectory(prefix="landing-") as tmp:
+            local = Path(tmp) / "file"
+            local.write_bytes(data)
+            self._publish(local, _check_key(key))
+        return LandedFile(key=key, rows=-1, bytes=len(data))
 
     def write_parts(
         self,
-        key_of_part: callable,
+        key_of_part: Callable[[int], str],
         header: list[str],
         rows: Iterable[list[str | None]],
         chunk_rows: int,
     ) -> Iterator[LandedFile]:
         """Write ``rows`` as CSV files of at most ``chunk_rows`` rows each.
 
-        ``key_of_part(n)`` names part ``n`` (from 0). Yields each file once it is complete.
+        ``key_of_part(n)`` names part ``n`` (from 0). Each part is written to a local
+        temporary file and published when complete; yields each published file.
         """
-        part = 0
-        handle = None
-        tmp = final = None
-        count = 0
-        try:
+        with tempfile.TemporaryDirectory(prefix="landing-") as tmp:
+            part, count, handle = 0, 0, None
+            local = Path(tmp) / "part.csv"
             for row in rows:
                 if handle is None:
-                    final = self.path(key_of_part(part))
-                    final.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = final.with_name(f".{final.name}.tmp")
-                    # A lone surrogate from the API cannot be UTF-8: keep it visible as an escape.
-                    handle = open(tmp, "w", encoding="utf-8", errors="backslashreplace", newline="")
+                    # A lone surrogate from an API cannot be UTF-8: keep it visible as an escape.
+                    handle = open(local, "w", encoding="utf-8", errors="backslashreplace",
+                                  newline="")
                     handle.write(csv_line(header))
                     count = 0
                 handle.write(csv_line(row))
                 count += 1
                 if count >= chunk_rows:
-                    yield self._finish(handle, tmp, final, count)
+                    handle.close()
                     handle = None
+                    yield self._publish_part(local, key_of_part(part), count)
                     part += 1
             if handle is not None:
-                yield self._finish(handle, tmp, final, count)
-                handle = None
-        finally:
-            if handle is not None:
                 handle.close()
-                tmp.unlink(missing_ok=True)
+                yield self._publish_part(local, key_of_part(part), count)
 
-    def _finish(self, handle, tmp: Path, final: Path, count: int) -> LandedFile:
-        handle.flush()
-        os.fsync(handle.fileno())
-        handle.close()
+    def _publish_part(self, local: Path, key: str, rows: int) -> LandedFile:
+        size = local.stat().st_size
+        self._publish(local, _check_key(key))
+        return LandedFile(key=key, rows=rows, bytes=size)
+
+
+class FileLandingZone(LandingZone):
+    def __init__(self, url: str):
+        self.url = url
+        self.root = Path(unquote(urlparse(url).path)).resolve()
+
+    def path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def list(self, prefix: str = "") -> list[str]:
+        start = self.path(prefix.rstrip("/")) if prefix else self.root
+        if not start.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in start.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+
+    def local_copy(self, key: str, directory: Path) -> Path:
+        return self.path(key)  # already local: read in place
+
+    def _publish(self, local: Path, key: str) -> None:
+        final = self.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.tmp")
+        shutil.move(local, tmp)  # a rename when the temporary folder is on the same disk
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
         os.replace(tmp, final)
-        key = final.relative_to(self.root.resolve()).as_posix()
-        return LandedFile(key=key, rows=count, bytes=final.stat().st_size)
+
+
+class S3LandingZone(LandingZone):
+    """An S3 bucket and prefix, through boto3 and its standard settings (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL for S3-compatible stores)."""
+
+    def __init__(self, url: str):
+        import boto3
+
+        parsed = urlparse(url)
+        if not parsed.netloc:
+            raise ValueError(f"LANDING_URL={url!r}: no bucket (s3://bucket/prefix)")
+        self.url = url
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        self.client = boto3.client("s3")
+
+    def _object(self, key: str) -> str:
+        key = _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._object(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self._object(key))["Body"].read()
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        wanted = base + (prefix.rstrip("/") + "/" if prefix else "")
+        keys = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=wanted
+        ):
+            keys += [item["Key"][len(base):] for item in page.get("Contents", [])]
+        return sorted(keys)
+
+    def local_copy(self, key: str, directory: Path) -> Path:
+        target = directory / "landing" / _check_key(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.client.download_file(self.bucket, self._object(key), str(target))
+        return target
+
+    def _publish(self, local: Path, key: str) -> None:
+        self.client.upload_file(str(local), self.bucket, self._object(key))

@@ -27,6 +27,8 @@ _PROJECT_VARS = (
     "ACTIVITY_API_URL", "ACTIVITY_API_TOKEN", "LANDING_URL", "WORK_DIR", "PROJECT_DATA_DIR",
     "SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD", "ALERT_EMAIL_TO", "ALERT_EMAIL_FROM",
     "MAGE_DATA_DIR", "MAGE_REPO_PATH", "MAGE_PROJECT_FAILPOINT", "RUN_LOCK_TIMEOUT_SECONDS",
+    "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION", "AWS_PROFILE",
 )
 
 
@@ -75,6 +77,50 @@ def warehouse(pg_server, monkeypatch):
     with admin.cursor() as cur:
         cur.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(dbname)))
     admin.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1, from its own virtual environment (.venv-moto)."""
+    import time
+    import urllib.request
+
+    from support import free_port
+
+    moto = ROOT / ".venv-moto" / "bin" / "moto_server"
+    if not moto.exists():
+        raise RuntimeError(f"{moto} is missing: run `make setup`")
+    port = free_port()
+    proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto's S3 server did not start") from None
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch):
+    """A fresh bucket on the S3 stand-in, with boto3's standard settings pointing at it."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    name = f"landing-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
 
 
 def query(conn, statement: str, params=None) -> list[tuple]:

@@ -139,8 +139,9 @@ def validate(manifest: dict) -> dict:
         return result
     landing = LandingZone(manifest["landing_url"])
     window = explicit_window(manifest["window_start"], manifest["window_end"])
-    files = [(landing.local_path(f["key"]), f["key"]) for f in manifest["files"]]
-    counts = validate_files(ENTITY, files, manifest["run_id"], window, _run_dir(manifest["run_id"]))
+    run_dir = _run_dir(manifest["run_id"])
+    files = [(landing.local_copy(f["key"], run_dir), f["key"]) for f in manifest["files"]]
+    counts = validate_files(ENTITY, files, manifest["run_id"], window, run_dir)
     result["validated"] = [c.as_dict() for c in counts]
     result["rows_valid"] = sum(c.valid for c in counts)
     result["rows_rejected"] = sum(c.rejected for c in counts)

@@ -219,3 +219,19 @@ def test_sampled_run_loads_a_few_rows_and_leaves_the_watermark(warehouse, simula
     assert summary["rows_fetched"] == summary["rows_loaded"] == 50
     assert query(warehouse, "select count(*) from raw.user_activity") == [(50,)]
     assert query(warehouse, "select count(*) from ops.watermarks") == [(0,)]
+
+
+def test_landing_on_s3_loads_the_same_rows(warehouse, simulator, s3_bucket, monkeypatch):
+    from mage_project.landing import LandingZone
+
+    monkeypatch.setenv("LANDING_URL", f"s3://{s3_bucket}/landing")
+    simulator()
+    summary = run_steps(window_start=START, window_end=END)
+    rows, rejected, _ = expected_rows()
+    assert loaded_rows(warehouse) == rows and summary["rows_rejected"] == rejected
+    keys = LandingZone(f"s3://{s3_bucket}/landing").list("activity/user_activity")
+    assert {k.rsplit("/", 1)[0] for k in keys} == {
+        "activity/user_activity/date=2026-11-01", "activity/user_activity/date=2026-11-02"}
+    assert all(k.rsplit("/", 1)[1].startswith(summary["run_id"]) for k in keys)
+    # The local copies made for validation and COPY are gone once the run committed.
+    assert not (config.work_dir() / "user_activity_ingest" / summary["run_id"]).exists()
