@@ -15,6 +15,7 @@ class Column:
     pg_type: str
     kind: str  # which validator checks the field: see mage_project.validation.PARSERS
     required: bool = False
+    allowed: tuple[str, ...] = ()  # for kind "enum"
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Entity:
     schema: str
     table: str
     primary_key: str
-    cursor_field: str  # the field windows and watermarks are defined on
+    cursor_field: str | None  # the field windows and watermarks are defined on, if any
     columns: tuple[Column, ...]
     write_mode: str = "upsert"  # later delivery of the same key wins
 
@@ -61,4 +62,65 @@ USER_ACTIVITY = Entity(
     ),
 )
 
+# File drops (the warehouse_elt pipeline): loaded append-only into raw.<source>__<entity>,
+# each row with its file's lineage; the latest version of a key is chosen downstream.
+CRM_CUSTOMERS = Entity(
+    pipeline="warehouse_elt",
+    source="crm",
+    name="customers",
+    schema="raw",
+    table="crm__customers",
+    primary_key="customer_id",
+    cursor_field=None,
+    write_mode="append",
+    columns=(
+        Column("customer_id", "bigint", "bigint", required=True),
+        Column("email", "text", "text"),
+        Column("full_name", "text", "text"),
+        Column("country", "text", "country"),
+        Column("signup_at", "timestamptz", "timestamptz", required=True),
+        Column("utm_campaign", "text", "text"),
+        Column("updated_at", "timestamptz", "timestamptz", required=True),
+    ),
+)
+BILLING_PAYMENTS = Entity(
+    pipeline="warehouse_elt",
+    source="billing",
+    name="payments",
+    schema="raw",
+    table="billing__payments",
+    primary_key="payment_id",
+    cursor_field=None,
+    write_mode="append",
+    columns=(
+        Column("payment_id", "text", "key", required=True),
+        Column("customer_id", "bigint", "bigint", required=True),
+        Column("amount", "numeric(18,2)", "positive_decimal", required=True),
+        Column("status", "text", "enum", required=True,
+               allowed=("succeeded", "failed", "refunded")),
+        Column("paid_at", "timestamptz", "timestamptz", required=True),
+        Column("updated_at", "timestamptz", "timestamptz", required=True),
+    ),
+)
+MARKETING_AD_SPEND = Entity(
+    pipeline="warehouse_elt",
+    source="marketing",
+    name="ad_spend",
+    schema="raw",
+    table="marketing__ad_spend",
+    primary_key="date, campaign, channel",
+    cursor_field=None,
+    write_mode="append",
+    columns=(
+        Column("date", "date", "date", required=True),
+        Column("campaign", "text", "key", required=True),
+        Column("channel", "text", "key", required=True),
+        Column("spend", "numeric(18,2)", "decimal", required=True),
+        Column("impressions", "bigint", "count", required=True),
+        Column("clicks", "bigint", "count", required=True),
+    ),
+)
+
+FILE_ENTITIES = {e.landing_prefix(): e for e in (CRM_CUSTOMERS, BILLING_PAYMENTS,
+                                                  MARKETING_AD_SPEND)}
 ENTITIES = {USER_ACTIVITY.pipeline: USER_ACTIVITY}

@@ -1,14 +1,20 @@
 """Record validation against an entity's declared columns.
 
-A landing file is read row by row and split into two files: valid rows, normalised (timestamps
-in UTC, NULL for empty optional fields) and ready for COPY; and rejects, each with its reason
-and the raw record as JSON text. Nothing is dropped: every landed row ends in exactly one of
-the two.
+Every row of a file ends in exactly one of two places: the rows ready for COPY, or the rejects
+with their reason and the raw record. Only values PostgreSQL stores as they are pass (strict
+RFC 3339 timestamps, integers in range, JSON objects jsonb accepts, amounts with 2 decimals).
+
+- ``validate_file``/``validate_files``: landing files the ingestion wrote itself (known header);
+  a clean file is loaded as it is, in parallel worker processes.
+- ``normalize_file``: files dropped by other systems (header matched by name, BOM, gzip, extra
+  columns); an unreadable file raises UnreadableFile.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
 import math
 import os
@@ -17,7 +23,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import orjson
@@ -97,6 +103,41 @@ def _numeric(value: str) -> None:
         raise Rejected(f"is not a number: {value[:40]!r}")
 
 
+_MONEY = re.compile(r"[0-9]{1,16}(?:\.[0-9]{1,2})?")
+_COUNTRY = re.compile(r"[A-Z]{2}")
+
+
+def _decimal(value: str) -> None:
+    """Non-negative money: at most 2 decimals (more would be rounded away by numeric(18,2))."""
+    if not _MONEY.fullmatch(value):
+        raise Rejected(f"is not an amount with at most 2 decimals: {value[:40]!r}")
+
+
+def _positive_decimal(value: str) -> None:
+    _decimal(value)
+    if float(value) <= 0:
+        raise Rejected(f"is not positive: {value!r}")
+
+
+def _count(value: str) -> None:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise Rejected(f"is not a non-negative integer: {value[:40]!r}")
+
+
+def _date(value: str) -> None:
+    if len(value) != 10:
+        raise Rejected(f"is not a date (YYYY-MM-DD): {value[:40]!r}")
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise Rejected(f"is not a date (YYYY-MM-DD): {value[:40]!r}") from None
+
+
+def _country(value: str) -> None:
+    if not _COUNTRY.fullmatch(value):
+        raise Rejected(f"is not an ISO 3166 alpha-2 code: {value[:40]!r}")
+
+
 PARSERS: dict[str, Callable[[str], object]] = {
     "key": _key,
     "text": _text,
@@ -104,6 +145,12 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "timestamptz": _timestamptz,
     "json_object": _json_object,
     "numeric": _numeric,
+    "decimal": _decimal,
+    "positive_decimal": _positive_decimal,
+    "count": _count,
+    "date": _date,
+    "country": _country,
+    "enum": _text,  # the allowed values are the column's own (Column.allowed)
 }
 
 
@@ -131,6 +178,7 @@ class FileCounts:
     rejected: int = 0
     valid_path: str = ""
     rejects_path: str = ""
+    notes: str = ""
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -218,6 +266,110 @@ def _copy_without(source: Path, target: Path, skip: set[int]) -> Path:
             if row_no not in skip:
                 out.write(csv_line(row))
     return target
+
+
+class UnreadableFile(ValueError):
+    """The whole file cannot be read as the entity's CSV; the message says why."""
+
+
+def _open_text(path: Path, key: str):
+    if key.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def _raw_line(row: list[str]) -> str:
+    """The record as a CSV line again (RFC 4180 quoting, as a file would have it)."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(row)
+    return out.getvalue()
+
+
+def normalize_file(entity: Entity, source_path: Path, key: str, file_no: int,
+                   out_dir: Path) -> FileCounts:
+    """Check a dropped CSV file (by header names, in any column order) row by row.
+
+    Writes ``valid-<n>.csv`` (the declared columns in order, plus ``_row_number``) and
+    ``rejects-<n>.csv`` (row number, reason, the raw line). A UTF-8 BOM is skipped, ``.gz``
+    files are decompressed, extra columns are ignored (and noted). Raises UnreadableFile for
+    an empty file, a missing header or declared column, bad encoding or broken CSV.
+    """
+    if source_path.stat().st_size == 0:
+        raise UnreadableFile("the file is empty (0 bytes)")
+    names = entity.column_names
+    counts = FileCounts(key=key)
+    valid_path = out_dir / f"valid-{file_no:05d}.csv"
+    rejects_path = out_dir / f"rejects-{file_no:05d}.csv"
+    try:
+        with (
+            _open_text(source_path, key) as src,
+            open(valid_path, "w", encoding="utf-8", newline="") as valid,
+            open(rejects_path, "w", encoding="utf-8", newline="") as rejects,
+        ):
+            reader = csv.reader(src, strict=True)
+            header = next(reader, None)
+            if not header or header == [""]:
+                raise UnreadableFile("the file has no header row")
+            header = [h.strip() for h in header]
+            if len(set(header)) != len(header):
+                raise UnreadableFile(f"the header repeats a column: {header}")
+            missing = [n for n in names if n not in header]
+            if missing:
+                raise UnreadableFile(f"the header lacks {missing} (it has {header})")
+            extra = [h for h in header if h not in names]
+            if extra:
+                counts.notes = f"ignored extra columns {extra}"
+            positions = [header.index(n) for n in names]
+            checks = [(c.name, PARSERS[c.kind], c.required, c.allowed) for c in entity.columns]
+            valid.write(csv_line([*names, "_row_number"]))
+            rejects.write(csv_line(["row_number", "reason", "raw_line"]))
+            row_no = 0
+            for row in reader:
+                row_no += 1
+                reason = None
+                values: list[str | None] = []
+                if len(row) != len(header):
+                    reason = f"has {len(row)} fields, the header has {len(header)}"
+                else:
+                    for position, (name, check, required, allowed) in zip(
+                        positions, checks, strict=True
+                    ):
+                        value = row[position]
+                        if value == "":
+                            if required:
+                                reason = f"{name} is missing"
+                                break
+                            values.append(None)
+                            continue
+                        try:
+                            if allowed:
+                                if value not in allowed:
+                                    raise Rejected(f"is not one of {list(allowed)}: {value[:40]!r}")
+                            else:
+                                check(value)
+                        except Rejected as exc:
+                            reason = f"{name} {exc}"
+                            break
+                        values.append(value)
+                if reason is None:
+                    valid.write(csv_line([*values, str(row_no)]))
+                    counts.valid += 1
+                else:
+                    rejects.write(csv_line([str(row_no), reason, _raw_line(row)]))
+                    counts.rejected += 1
+            counts.rows = row_no
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start:exc.start + 4]
+        raise UnreadableFile(f"the file is not UTF-8 ({exc.reason}: {bad!r})") from None
+    except csv.Error as exc:
+        raise UnreadableFile(f"the file is not valid CSV: {exc}") from None
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise UnreadableFile(f"the file cannot be read: {exc}") from None
+    counts.valid_path = str(valid_path)
+    counts.rejects_path = str(rejects_path)
+    return counts
 
 
 def validate_files(

@@ -8,8 +8,10 @@ for their own server.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -42,11 +44,15 @@ def clean_environment(monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory):
-    pgdata = tmp_path_factory.mktemp("embedded-pg") / "pgdata"
+def pg_server():
+    # Not under pytest's tmp dirs: another pytest session resets their modes to 0700, which
+    # locks out the server's own system user.
+    root = Path(tempfile.mkdtemp(prefix="mage-project-pg-"))
+    pgdata = root / "pgdata"
     server = embedded.ensure_running(pgdata)
     yield server
     embedded.stop(pgdata)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _admin(server):

@@ -47,7 +47,7 @@ def test_parts_are_written_whole_listed_and_read_back(zone, tmp_path):
 
 
 def test_whole_files_round_trip_bytes(zone):
-    data = gzip.compress("customer_id,email\n1,a@example.com\n".encode())
+    data = gzip.compress(b"customer_id,email\n1,a@example.com\n")
     zone.write_bytes("crm/customers/2026-11-01/export.csv.gz", data)
     assert zone.read_bytes("crm/customers/2026-11-01/export.csv.gz") == data
     assert zone.list() == ["crm/customers/2026-11-01/export.csv.gz"]
