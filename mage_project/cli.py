@@ -76,18 +76,17 @@ def dependency_order(upstream: dict[str, list[str]]) -> list[str]:
 
 def _fail(pipeline: str, variables: dict, error: BaseException, started: float) -> int:
     from mage_project import alerts
-    from mage_project.pipelines import user_activity
+    from mage_project.runs import record_failed_run
 
     reason = f"{type(error).__name__}: {error}"
     try:
-        user_activity.record_failure(
-            {
-                "run_id": variables["run_id"],
-                "window_start": variables.get("window_start"),
-                "window_end": variables.get("window_end"),
-                "started_at": datetime.now(UTC) - timedelta(seconds=time.monotonic() - started),
-            },
+        record_failed_run(
+            pipeline,
+            variables["run_id"],
             reason,
+            window_start=variables.get("window_start"),
+            window_end=variables.get("window_end"),
+            started_at=datetime.now(UTC) - timedelta(seconds=time.monotonic() - started),
         )
     except Exception as exc:  # the warehouse may be what failed: still alert and report
         log.error("could not record the failed run in ops.pipeline_runs: %s", exc)

@@ -82,3 +82,17 @@ def record_run(cur, **values) -> None:
         """,  # noqa: S608 - column names are the constants above, values are parameters
         [row[name] for name in RUN_COLUMNS],
     )
+
+
+def record_failed_run(pipeline: str, run_id: str, error: str, *, window_start=None,
+                      window_end=None, started_at: datetime | None = None) -> None:
+    """Record a failed run in ``ops.pipeline_runs``, in its own transaction (after the run's
+    own rollback)."""
+    from mage_project.warehouse import postgres
+
+    with postgres.connection() as conn:
+        postgres.migrate(conn)
+        with conn, conn.cursor() as cur:
+            record_run(cur, run_id=run_id, pipeline=pipeline, window_start=window_start,
+                       window_end=window_end, status="failed", started_at=started_at,
+                       error=str(error)[:4000])

@@ -410,7 +410,8 @@ def validate_files(
         if proc.returncode != 0:
             raise RuntimeError(f"validation worker failed (exit {proc.returncode}):\n{stderr[-4000:]}")
         results += [FileCounts(**item) for item in json.loads(stdout)]
-    return sorted(results, key=lambda c: [j["key"] for j in jobs].index(c.key))
+    order = {job["key"]: job["file_no"] for job in jobs}
+    return sorted(results, key=lambda c: order[c.key])
 
 
 def _run_job(job: dict) -> FileCounts:

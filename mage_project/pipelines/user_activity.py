@@ -25,6 +25,7 @@ from mage_project.landing import LandingZone
 from mage_project.runs import (
     new_run_id,
     read_watermark,
+    record_failed_run,
     record_run,
     run_id_for,
     window_loaded_before,
@@ -228,37 +229,15 @@ def _copy_new_window(cur, run_id: str, files) -> int | None:
     return copied
 
 
-def record_failure(manifest_or_run: dict, error: BaseException | str) -> None:
-    """Record a failed run in ``ops.pipeline_runs`` (its own transaction, after the rollback)."""
-    with postgres.connection() as conn:
-        postgres.migrate(conn)
-        with conn, conn.cursor() as cur:
-            record_run(
-                cur,
-                run_id=manifest_or_run.get("run_id") or new_run_id(),
-                pipeline=PIPELINE,
-                window_start=manifest_or_run.get("window_start"),
-                window_end=manifest_or_run.get("window_end"),
-                status="failed",
-                started_at=_parse(manifest_or_run.get("started_at")),
-                error=str(error)[:4000],
-            )
-
-
 def record_block_failure(mage_kwargs: dict, error) -> None:
     """A block of the pipeline failed under Mage: record the run (the failure callback)."""
     try:
-        record_failure(
-            {
-                "run_id": run_id_for(mage_kwargs),
-                "window_start": mage_kwargs.get("window_start"),
-                "window_end": mage_kwargs.get("window_end"),
-            },
+        record_failed_run(
+            PIPELINE,
+            run_id_for(mage_kwargs),
             f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error,
+            window_start=mage_kwargs.get("window_start"),
+            window_end=mage_kwargs.get("window_end"),
         )
     except Exception:  # the warehouse itself may be what failed; Mage still alerts
         log.exception("could not record the failed %s run", PIPELINE)
-
-
-def _parse(value):
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
