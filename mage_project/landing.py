@@ -37,6 +37,16 @@ def csv_line(values: Iterable[str | None]) -> str:
 
 
 @dataclass(frozen=True)
+class Entry:
+    """A file of the zone as a listing sees it: its key, size and a tag that changes whenever
+    the file is written again (the modification time on disk, the ETag on S3)."""
+
+    key: str
+    size: int
+    tag: str
+
+
+@dataclass(frozen=True)
 class LandedFile:
     key: str
     rows: int
@@ -78,9 +88,13 @@ class LandingZone:
     def read_bytes(self, key: str) -> bytes:
         raise NotImplementedError
 
-    def list(self, prefix: str = "") -> list[str]:
-        """Keys under ``prefix`` (a folder), sorted; files still being written are not listed."""
+    def entries(self, prefix: str = "") -> list[Entry]:
+        """Files under ``prefix`` (a folder), sorted by key; files still being written are not
+        listed. One listing call per page of keys: no per-file request."""
         raise NotImplementedError
+
+    def list(self, prefix: str = "") -> list[str]:
+        return [entry.key for entry in self.entries(prefix)]
 
     def local_copy(self, key: str, directory: Path) -> Path:
         """A local file with the content of ``key``, to stream from (copied into ``directory``
@@ -153,15 +167,18 @@ class FileLandingZone(LandingZone):
     def read_bytes(self, key: str) -> bytes:
         return self.path(key).read_bytes()
 
-    def list(self, prefix: str = "") -> list[str]:
+    def entries(self, prefix: str = "") -> list[Entry]:
         start = self.path(prefix.rstrip("/")) if prefix else self.root
         if not start.is_dir():
             return []
-        return sorted(
-            p.relative_to(self.root).as_posix()
-            for p in start.rglob("*")
-            if p.is_file() and not p.name.startswith(".")
-        )
+        found = []
+        for path in start.rglob("*"):
+            if path.name.startswith(".") or not path.is_file():
+                continue
+            stat = path.stat()
+            found.append(Entry(path.relative_to(self.root).as_posix(), stat.st_size,
+                               str(stat.st_mtime_ns)))
+        return sorted(found, key=lambda e: e.key)
 
     def local_copy(self, key: str, directory: Path) -> Path:
         return self.path(key)  # already local: read in place
@@ -209,15 +226,16 @@ class S3LandingZone(LandingZone):
     def read_bytes(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=self._object(key))["Body"].read()
 
-    def list(self, prefix: str = "") -> list[str]:
+    def entries(self, prefix: str = "") -> list[Entry]:
         base = f"{self.prefix}/" if self.prefix else ""
         wanted = base + (prefix.rstrip("/") + "/" if prefix else "")
-        keys = []
+        found = []
         for page in self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=wanted
         ):
-            keys += [item["Key"][len(base):] for item in page.get("Contents", [])]
-        return sorted(keys)
+            found += [Entry(item["Key"][len(base):], item["Size"], item["ETag"].strip('"'))
+                      for item in page.get("Contents", [])]
+        return sorted(found, key=lambda e: e.key)
 
     def local_copy(self, key: str, directory: Path) -> Path:
         target = directory / "landing" / _check_key(key)

@@ -36,6 +36,8 @@ class DropFile:
     key: str
     entity: Entity
     day: str
+    size: int = -1
+    tag: str = ""
 
     @property
     def order(self) -> tuple[str, str]:
@@ -43,17 +45,42 @@ class DropFile:
         return (self.day, self.key.rsplit("/", 1)[1])
 
 
-def drop_file(key: str) -> DropFile | None:
+def drop_file(key: str, size: int = -1, tag: str = "") -> DropFile | None:
     """The file's entity and day, or None when the key is not in the landing layout."""
     match = _LAYOUT.fullmatch(key)
     if not match or match["prefix"] not in FILE_ENTITIES:
         return None
-    return DropFile(key=key, entity=FILE_ENTITIES[match["prefix"]], day=match["day"])
+    return DropFile(key=key, entity=FILE_ENTITIES[match["prefix"]], day=match["day"],
+                    size=size, tag=tag)
 
 
 def list_drops(zone: LandingZone) -> list[DropFile]:
-    files = [f for prefix in FILE_ENTITIES for f in map(drop_file, zone.list(prefix)) if f]
+    files = [
+        f
+        for prefix in FILE_ENTITIES
+        for e in zone.entries(prefix)
+        if (f := drop_file(e.key, e.size, e.tag))
+    ]
     return sorted(files, key=lambda f: (f.entity.table, f.order))
+
+
+def _last_seen(cur) -> dict[str, tuple[int, str | None]]:
+    """(size, source tag) of the latest version of every file in the manifest."""
+    cur.execute(
+        "select distinct on (file_key) file_key, size_bytes, source_tag from ops.file_manifest"
+        " order by file_key, version desc"
+    )
+    return {key: (size, tag) for key, size, tag in cur.fetchall()}
+
+
+def pending_drops(zone: LandingZone | None = None) -> list[DropFile]:
+    """Files new or rewritten since they were last seen: one listing and one query, no reads."""
+    zone = zone or LandingZone(config.landing_url())
+    with postgres.connection() as conn:
+        postgres.migrate(conn)
+        with conn, conn.cursor() as cur:
+            seen = _last_seen(cur)
+    return [f for f in list_drops(zone) if seen.get(f.key) != (f.size, f.tag)]
 
 
 def sha256_of(path: Path) -> str:
@@ -81,13 +108,17 @@ def load_file(zone: LandingZone, drop: DropFile, run_id: str) -> dict:
             )
             latest = cur.fetchone()
             if latest and latest[1] == checksum:
+                # Delivered again with the same content: remember it as seen, load nothing.
+                cur.execute("update ops.file_manifest set source_tag = %s where file_key = %s"
+                            " and version = %s", (drop.tag, drop.key, latest[0]))
                 return {**result, "status": "skipped", "version": latest[0]}
             version = latest[0] + 1 if latest else 1
             if latest:
                 log.warning("%s changed since version %d: loading it as version %d",
                             drop.key, latest[0], version)
             manifest = {"file_key": drop.key, "version": version, "entity": drop.entity.table,
-                        "size_bytes": size, "checksum": checksum, "run_id": run_id}
+                        "size_bytes": size, "checksum": checksum, "run_id": run_id,
+                        "source_tag": drop.tag}
             try:
                 counts = normalize_file(drop.entity, local, drop.key, 0, work)
             except UnreadableFile as exc:
@@ -126,7 +157,8 @@ def _copy_rows(cur, entity: Entity, key: str, checksum: str, counts) -> None:
 
 
 _MANIFEST_COLUMNS = ("file_key", "version", "entity", "size_bytes", "checksum", "status",
-                     "rows_total", "rows_loaded", "rows_rejected", "error", "notes", "run_id")
+                     "rows_total", "rows_loaded", "rows_rejected", "error", "notes", "run_id",
+                     "source_tag")
 
 
 def _record(cur, manifest: dict, **values) -> None:
@@ -141,14 +173,17 @@ def _record(cur, manifest: dict, **values) -> None:
 
 
 def load_new_files(run_id: str | None = None, zone: LandingZone | None = None) -> dict:
-    """Load every landing file not loaded in its current content yet, in path order."""
+    """Load every landing file new or rewritten since it was last seen, in path order.
+
+    A rewritten file whose content is unchanged is skipped (and remembered as seen).
+    """
     run_id = run_id or new_run_id()
     zone = zone or LandingZone(config.landing_url())
-    with postgres.connection() as conn:
-        postgres.migrate(conn)
-    files = [load_file(zone, drop, run_id) for drop in list_drops(zone)]
+    files = [load_file(zone, drop, run_id) for drop in pending_drops(zone)]
     shutil.rmtree(config.work_dir() / PIPELINE / run_id, ignore_errors=True)
-    summary = {"run_id": run_id, "files": files}
+    summary = {"run_id": run_id, "pipeline": PIPELINE, "files": files}
     for status in ("loaded", "skipped", "failed"):
         summary[status] = sum(1 for f in files if f["status"] == status)
+    log.info("%s: %d files loaded, %d skipped (same content), %d failed", PIPELINE,
+             summary["loaded"], summary["skipped"], summary["failed"])
     return summary

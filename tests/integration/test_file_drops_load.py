@@ -12,7 +12,7 @@ from support import SmtpSink
 
 from mage_project import config
 from mage_project.landing import LandingZone
-from mage_project.pipelines.file_drops import drop_file, load_new_files
+from mage_project.pipelines.file_drops import drop_file, load_new_files, pending_drops
 
 pytestmark = pytest.mark.integration
 
@@ -210,4 +210,20 @@ def test_generated_drops_load_exactly_once(warehouse, zone):
         assert rows > 0
         assert query(warehouse, f"select count(*) from raw.{table}") == [(rows,)]  # noqa: S608
     assert query(warehouse, "select count(*) from raw.load_rejects") == [(0,)]
-    assert load_new_files()["skipped"] == len(keys)
+    # Nothing new: the listing matches the manifest, and no file is read again.
+    assert pending_drops() == []
+    assert load_new_files()["files"] == []
+
+
+def test_pending_files_are_found_from_the_listing_alone(warehouse, zone):
+    zone.write_bytes(CUSTOMERS, (HEADER + ROW1).encode())
+    assert [f.key for f in pending_drops()] == [CUSTOMERS]
+    load_new_files()
+    assert pending_drops() == []
+    # Written again with the same bytes: pending (the listing changed), then skipped and
+    # remembered as seen; the manifest keeps one version.
+    zone.write_bytes(CUSTOMERS, (HEADER + ROW1).encode())
+    assert [f.key for f in pending_drops()] == [CUSTOMERS]
+    assert load_new_files()["skipped"] == 1
+    assert pending_drops() == []
+    assert len(manifest(warehouse)) == 1
