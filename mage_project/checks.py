@@ -59,3 +59,15 @@ def load_reconciles(summary: dict) -> CheckResult:
         {"status": summary.get("status"), "accounted": accounted},
         {"status": "success", "accounted": summary["rows_fetched"]},
     )
+
+
+def file_loads_reconcile(summary: dict) -> CheckResult:
+    """Every pending file ended loaded, skipped or failed, and each loaded file's rows are
+    all accounted for (loaded + rejected = read)."""
+    unaccounted = [
+        f["key"] for f in summary["files"]
+        if f["status"] not in ("loaded", "skipped", "failed")
+        or (f["status"] == "loaded" and f["rows_loaded"] + f["rows_rejected"] != f["rows"])
+    ]
+    return CheckResult("file_loads_reconcile", not unaccounted, {"unaccounted": unaccounted},
+                       {"unaccounted": []})

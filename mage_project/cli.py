@@ -18,7 +18,7 @@ from mage_project import config
 
 log = logging.getLogger("mage_project")
 
-PIPELINES = ("user_activity_ingest",)
+PIPELINES = ("user_activity_ingest", "warehouse_elt")
 
 
 def prepare_mage_environment() -> None:
@@ -119,8 +119,14 @@ def run_command(args: argparse.Namespace) -> int:
         ).isoformat()
         if args.sample_rows is not None:
             variables["sample_rows"] = args.sample_rows
+        if args.pipeline == "warehouse_elt":
+            if args.start is not None:
+                raise ValueError("warehouse_elt loads whatever files are new: no --start/--end")
+            variables["wait_for_files"] = False  # the command line loads what is there, now
         # Settings are checked before Mage starts, so a missing one fails fast and by name.
-        config.activity_api()
+        if args.pipeline == "user_activity_ingest":
+            config.activity_api()
+        config.landing_url()
         config.postgres()
     except (ValueError, config.ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)

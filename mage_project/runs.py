@@ -84,6 +84,22 @@ def record_run(cur, **values) -> None:
     )
 
 
+def record_block_failure(mage_kwargs: dict, error) -> None:
+    """A block failed under Mage: record its pipeline's run (the failure callback)."""
+    import logging
+
+    try:
+        record_failed_run(
+            mage_kwargs["pipeline_uuid"],
+            run_id_for(mage_kwargs),
+            f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error,
+            window_start=mage_kwargs.get("window_start"),
+            window_end=mage_kwargs.get("window_end"),
+        )
+    except Exception:  # the warehouse itself may be what failed; Mage still alerts
+        logging.getLogger(__name__).exception("could not record the failed run")
+
+
 def record_failed_run(pipeline: str, run_id: str, error: str, *, window_start=None,
                       window_end=None, started_at: datetime | None = None) -> None:
     """Record a failed run in ``ops.pipeline_runs``, in its own transaction (after the run's

@@ -172,6 +172,17 @@ def _record(cur, manifest: dict, **values) -> None:
     )
 
 
+def sensor_ready(wait_for_files: bool = True) -> bool:
+    """The sensor's answer: go on when a file is pending, or at once when not waiting."""
+    if not wait_for_files or str(wait_for_files).lower() in ("false", "0", "no"):
+        return True
+    pending = pending_drops()
+    if pending:
+        log.info("%s: %d landing files to load, first %s", PIPELINE, len(pending),
+                 pending[0].key)
+    return bool(pending)
+
+
 def load_new_files(run_id: str | None = None, zone: LandingZone | None = None) -> dict:
     """Load every landing file new or rewritten since it was last seen, in path order.
 

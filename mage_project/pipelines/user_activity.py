@@ -25,9 +25,7 @@ from mage_project.landing import LandingZone
 from mage_project.runs import (
     new_run_id,
     read_watermark,
-    record_failed_run,
     record_run,
-    run_id_for,
     window_loaded_before,
     write_watermark,
 )
@@ -227,17 +225,3 @@ def _copy_new_window(cur, run_id: str, files) -> int | None:
     failpoint("after_staging_copy")
     cur.execute("release savepoint bulk_copy")
     return copied
-
-
-def record_block_failure(mage_kwargs: dict, error) -> None:
-    """A block of the pipeline failed under Mage: record the run (the failure callback)."""
-    try:
-        record_failed_run(
-            PIPELINE,
-            run_id_for(mage_kwargs),
-            f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error,
-            window_start=mage_kwargs.get("window_start"),
-            window_end=mage_kwargs.get("window_end"),
-        )
-    except Exception:  # the warehouse itself may be what failed; Mage still alerts
-        log.exception("could not record the failed %s run", PIPELINE)

@@ -12,7 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = {"data_loader": "data_loaders", "transformer": "transformers",
-           "data_exporter": "data_exporters", "callback": "callbacks"}
+           "data_exporter": "data_exporters", "callback": "callbacks", "sensor": "sensors"}
 PIPELINES = sorted(p.parent.name for p in (ROOT / "pipelines").glob("*/metadata.yaml"))
 
 
@@ -21,7 +21,7 @@ def pipeline(name: str) -> dict:
 
 
 def test_there_are_pipelines():
-    assert PIPELINES == ["user_activity_ingest"]
+    assert PIPELINES == ["user_activity_ingest", "warehouse_elt"]
 
 
 @pytest.mark.parametrize("name", PIPELINES)
@@ -35,7 +35,7 @@ def test_every_block_file_exists_imports_and_has_tests(name):
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         assert hasattr(module, block["uuid"]), f"{path} defines no function {block['uuid']}"
-        if block["type"] != "callback":
+        if block["type"] not in ("callback", "sensor"):
             tests = [n for n in vars(module) if n.startswith("test_")]
             assert tests, f"{path} has no @test"
             assert "checks." in path.read_text(), f"{path}'s tests call no named check"

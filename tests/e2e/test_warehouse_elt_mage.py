@@ -1,0 +1,46 @@
+"""warehouse_elt through Mage from the command line: sensor, raw load and its @test."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from conftest import query, run_cli
+
+from mage_project import config
+from mage_project.landing import LandingZone
+from mage_project.sources.file_drops import write_drops
+
+pytestmark = pytest.mark.e2e
+
+
+def raw_counts(conn) -> dict:
+    return {
+        table: query(conn, f"select count(*) from raw.{table}")[0][0]  # noqa: S608
+        for table in ("crm__customers", "billing__payments", "marketing__ad_spend")
+    }
+
+
+def test_cli_loads_new_file_drops_once(warehouse):
+    zone = LandingZone(config.landing_url())
+    keys = write_drops(zone, date(2026, 11, 1), date(2026, 11, 3))
+    zone.write_bytes("crm/customers/2026-11-02/broken.csv", b"")
+    first = run_cli("run", "warehouse_elt")
+    assert first.returncode == 0, first.stderr[-3000:]
+    output = first.stdout + first.stderr
+    assert "file_loads_reconcile passed" in output
+    assert "1/1 tests passed." in output
+    counts = raw_counts(warehouse)
+    assert all(n > 0 for n in counts.values()), counts
+    assert query(warehouse, "select status, count(*) from ops.file_manifest group by 1 order by 1"
+                 ) == [("failed", 1), ("loaded", len(keys))]
+    again = run_cli("run", "warehouse_elt")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert raw_counts(warehouse) == counts
+    assert query(warehouse, "select count(*) from ops.file_manifest") == [(len(keys) + 1,)]
+
+
+def test_warehouse_elt_takes_no_window(warehouse):
+    result = run_cli("run", "warehouse_elt", "--start", "2026-11-01", "--end", "2026-11-02")
+    assert result.returncode == 2
+    assert "no --start/--end" in result.stderr
