@@ -14,6 +14,9 @@ from mage_project import config
 DEMO_TOKEN = "demo-token"
 
 
+SIMULATOR = {"seed": 0, "events_per_day": 5000}
+
+
 @contextlib.contextmanager
 def activity_api():
     """The configured API, or the simulator on 127.0.0.1 for the length of the demo."""
@@ -23,7 +26,7 @@ def activity_api():
     from mage_project.sources.activity_simulator import ActivitySimulator
 
     with ActivitySimulator(
-        token=DEMO_TOKEN, events_per_day=5000, invalid_rate=0.002, redelivery_rate=0.01
+        token=DEMO_TOKEN, invalid_rate=0.002, redelivery_rate=0.01, **SIMULATOR
     ) as sim:
         os.environ["ACTIVITY_API_URL"] = sim.url
         os.environ["ACTIVITY_API_TOKEN"] = DEMO_TOKEN
@@ -43,6 +46,13 @@ group by 1 order by 1
 """
 
 
+FILES = """
+select entity, count(*) filter (where status = 'loaded'), count(*) filter (where status = 'failed'),
+       coalesce(sum(rows_loaded), 0), coalesce(sum(rows_rejected), 0)
+from ops.file_manifest group by entity order by entity
+"""
+
+
 def main() -> int:
     from mage_project.cli import run_pipeline
     from mage_project.runs import new_run_id
@@ -51,6 +61,7 @@ def main() -> int:
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start, end = today - timedelta(days=3), today
     run_id = new_run_id()
+    simulated = not os.environ.get("ACTIVITY_API_URL")
     with activity_api() as url:
         print(f"activity API: {url}")
         t0 = time.monotonic()
@@ -64,6 +75,17 @@ def main() -> int:
             print(f"demo run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
         elapsed = time.monotonic() - t0
+        if simulated:
+            # The other systems' exports for the same days, consistent with the simulator.
+            from mage_project.landing import LandingZone
+            from mage_project.sources.file_drops import write_drops
+
+            write_drops(LandingZone(config.landing_url()), start.date(), end.date(), **SIMULATOR)
+        try:
+            run_pipeline("warehouse_elt", {"run_id": new_run_id(), "wait_for_files": False})
+        except Exception as exc:
+            print(f"demo run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
     with postgres.connection() as conn, conn.cursor() as cur:
         cur.execute(SUMMARY, (start, end))
         days = cur.fetchall()
@@ -85,4 +107,10 @@ def main() -> int:
     for day, events, users, purchases, revenue in days:
         print(f"  {day!s:<12}{events:>8}{users:>7}{purchases:>11}{revenue:>12.2f}")
     print(f"\n  raw.user_activity: {total} rows; raw.user_activity_rejects: {rejects_total} rows")
+    with postgres.connection() as conn, conn.cursor() as cur:
+        cur.execute(FILES)
+        files = cur.fetchall()
+    print("\nwarehouse_elt: landing files by entity (versions loaded, failed; raw rows, rejects)")
+    for entity, loaded, failed, rows, rejected in files:
+        print(f"  {entity:<22}{loaded:>4} loaded{failed:>3} failed{rows:>8} rows{rejected:>4} rejected")
     return 0

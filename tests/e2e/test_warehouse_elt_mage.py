@@ -44,3 +44,25 @@ def test_warehouse_elt_takes_no_window(warehouse):
     result = run_cli("run", "warehouse_elt", "--start", "2026-11-01", "--end", "2026-11-02")
     assert result.returncode == 2
     assert "no --start/--end" in result.stderr
+
+
+def test_demo_runs_both_pipelines_and_a_second_run_changes_no_count():
+    """`make demo` on the embedded defaults (its own PostgreSQL in the test's data dir)."""
+    import re
+
+    from mage_project.warehouse import embedded
+
+    try:
+        first = run_cli("demo")
+        second = run_cli("demo")
+    finally:
+        embedded.stop(config.data_dir() / "postgres")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    def counts(out: str) -> list[str]:
+        return re.findall(r"raw\.\w+: \d+ rows|\w+__\w+ +\d+ loaded +\d+ failed +\d+ rows", out)
+
+    assert len(counts(first.stdout)) == 5, first.stdout[-2000:]
+    assert counts(second.stdout) == counts(first.stdout)
+    assert "rows changed 0" in second.stdout
