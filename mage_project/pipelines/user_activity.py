@@ -69,6 +69,7 @@ def fetch(
     api = config.activity_api()
     landing = LandingZone(config.landing_url())
     chunk_rows = config.landing_chunk_rows()
+    _remove_stale_run_dirs()
     with postgres.connection() as conn:
         postgres.migrate(conn)
         with conn, conn.cursor() as cur:
@@ -128,6 +129,21 @@ def _limit(events, limit: int | None):
 
 def _run_dir(run_id: str) -> Path:
     return config.work_dir() / PIPELINE / run_id
+
+
+STALE_WORK_SECONDS = 24 * 3600  # well past the trigger's 3 h timeout
+
+
+def _remove_stale_run_dirs() -> None:
+    """Scratch files of runs that died before their load committed (a committed run removes
+    its own)."""
+    root = config.work_dir() / PIPELINE
+    if not root.is_dir():
+        return
+    cutoff = time.time() - STALE_WORK_SECONDS
+    for run_dir in root.iterdir():
+        if run_dir.is_dir() and run_dir.stat().st_mtime < cutoff:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def validate(manifest: dict) -> dict:

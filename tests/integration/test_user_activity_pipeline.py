@@ -235,3 +235,19 @@ def test_landing_on_s3_loads_the_same_rows(warehouse, simulator, s3_bucket, monk
     assert all(k.rsplit("/", 1)[1].startswith(summary["run_id"]) for k in keys)
     # The local copies made for validation and COPY are gone once the run committed.
     assert not (config.work_dir() / "user_activity_ingest" / summary["run_id"]).exists()
+
+
+def test_scratch_files_of_dead_runs_are_removed_a_day_later(warehouse, simulator):
+    import os
+    import time
+
+    simulator(invalid_rate=0.0, redelivery_rate=0.0)
+    root = config.work_dir() / "user_activity_ingest"
+    stale, fresh = root / "dead-run-old", root / "dead-run-recent"
+    for run_dir in (stale, fresh):
+        run_dir.mkdir(parents=True)
+        (run_dir / "valid-00000.csv").write_text("x\n")
+    day_ago = time.time() - 25 * 3600
+    os.utime(stale, (day_ago, day_ago))
+    run_steps(window_start=START, window_end=END)
+    assert not stale.exists() and fresh.exists()
