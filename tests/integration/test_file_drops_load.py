@@ -227,3 +227,24 @@ def test_pending_files_are_found_from_the_listing_alone(warehouse, zone):
     assert load_new_files()["skipped"] == 1
     assert pending_drops() == []
     assert len(manifest(warehouse)) == 1
+
+
+def test_raw_tables_match_their_entity_declarations(warehouse):
+    """The migrations' DDL and the entities (which drive validation and COPY) cannot drift."""
+    from mage_project.entities import ENTITIES, FILE_ENTITIES
+    from mage_project.warehouse import postgres
+
+    with postgres.connection() as conn:
+        postgres.migrate(conn)
+    for entity in [*ENTITIES.values(), *FILE_ENTITIES.values()]:
+        declared = [(c.name, c.pg_type, not c.required) for c in entity.columns]
+        actual = query(
+            warehouse,
+            "select a.attname, format_type(a.atttypid, a.atttypmod), not a.attnotnull"
+            " from pg_attribute a where a.attrelid = %s::regclass and a.attnum > 0"
+            " and not a.attisdropped and a.attname not like '\\_%%' order by a.attnum",
+            (f"{entity.schema}.{entity.table}",),
+        )
+        expected = [(n, {"timestamptz": "timestamp with time zone"}.get(t, t), null)
+                    for n, t, null in declared]
+        assert actual == expected, entity.table
