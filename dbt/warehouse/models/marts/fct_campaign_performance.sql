@@ -1,0 +1,23 @@
+-- One row per (date, campaign) present in ad spend or in customer signups.
+with spend as (
+    select * from {{ ref('int_ad_spend__daily') }}
+),
+
+signups as (
+    select * from {{ ref('int_campaign_signups__daily') }}
+),
+
+final as (
+    select
+        coalesce(spend.spend_date, signups.signup_date) as date,
+        coalesce(spend.campaign, signups.campaign) as campaign,
+        coalesce(spend.spend, 0) as spend,
+        coalesce(spend.impressions, 0) as impressions,
+        coalesce(spend.clicks, 0) as clicks,
+        coalesce(signups.signups, 0) as signups
+    from spend
+    full outer join signups
+        on signups.signup_date = spend.spend_date and signups.campaign = spend.campaign
+)
+
+select * from final
