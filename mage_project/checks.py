@@ -71,3 +71,11 @@ def file_loads_reconcile(summary: dict) -> CheckResult:
     ]
     return CheckResult("file_loads_reconcile", not unaccounted, {"unaccounted": unaccounted},
                        {"unaccounted": []})
+
+
+def dbt_build_passed(summary: dict) -> CheckResult:
+    """Every model built and every dbt test passed."""
+    bad = {k: v for k, v in summary["statuses"].items() if k not in ("success", "pass")}
+    return CheckResult("dbt_build_passed", summary["models"] > 0 and not bad,
+                       {"models": summary["models"], "not_passed": bad},
+                       {"models": "> 0", "not_passed": {}})

@@ -9,6 +9,8 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
+from psycopg2 import sql
+
 from mage_project import config
 
 DEMO_TOKEN = "demo-token"
@@ -113,4 +115,15 @@ def main() -> int:
     print("\nwarehouse_elt: landing files by entity (versions loaded, failed; raw rows, rejects)")
     for entity, loaded, failed, rows, rejected in files:
         print(f"  {entity:<22}{loaded:>4} loaded{failed:>3} failed{rows:>8} rows{rejected:>4} rejected")
+    with postgres.connection() as conn, conn.cursor() as cur:
+        print("\nmarts (dbt):")
+        for mart in ("dim_customers", "fct_daily_revenue", "fct_campaign_performance",
+                     "fct_daily_active_users"):
+            cur.execute(sql.SQL("select count(*) from {}").format(sql.Identifier("marts", mart)))
+            print(f"  marts.{mart}: {cur.fetchone()[0]} rows")
+        cur.execute("select sum(net_revenue), sum(refunds) from marts.fct_daily_revenue")
+        net, refunds = cur.fetchone()
+        cur.execute("select count(*) filter (where first_paid_at is not null) from marts.dim_customers")
+        (paying,) = cur.fetchone()
+    print(f"  net revenue {net:.2f} USD (refunds {refunds:.2f}); {paying} paying customers")
     return 0

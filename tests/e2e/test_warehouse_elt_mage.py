@@ -29,7 +29,10 @@ def test_cli_loads_new_file_drops_once(warehouse):
     assert first.returncode == 0, first.stderr[-3000:]
     output = first.stdout + first.stderr
     assert "file_loads_reconcile passed" in output
-    assert "1/1 tests passed." in output
+    assert "dbt_build_passed passed" in output
+    assert output.count("1/1 tests passed.") == 2
+    (revenue_days,) = query(warehouse, "select count(*) from marts.fct_daily_revenue")[0]
+    assert revenue_days >= 2
     counts = raw_counts(warehouse)
     assert all(n > 0 for n in counts.values()), counts
     assert query(warehouse, "select status, count(*) from ops.file_manifest group by 1 order by 1"
@@ -64,5 +67,7 @@ def test_demo_runs_both_pipelines_and_a_second_run_changes_no_count():
         return re.findall(r"raw\.\w+: \d+ rows|\w+__\w+ +\d+ loaded +\d+ failed +\d+ rows", out)
 
     assert len(counts(first.stdout)) == 5, first.stdout[-2000:]
+    marts = re.findall(r"marts\.\w+: \d+ rows", first.stdout)
+    assert len(marts) == 4 and marts == re.findall(r"marts\.\w+: \d+ rows", second.stdout)
     assert counts(second.stdout) == counts(first.stdout)
     assert "rows changed 0" in second.stdout

@@ -31,7 +31,7 @@ def test_staging_models_keep_the_latest_version_of_every_key(warehouse):
     zone = LandingZone(config.landing_url())
     keys = write_drops(zone, date(2026, 11, 1), date(2026, 11, 5))
     assert load_new_files()["loaded"] == len(keys)
-    result = run_dbt("build", "--select", "staging")
+    result = run_dbt("build", "--select", "staging", "--indirect-selection", "cautious")
     assert "ERROR=0" in result.stdout and "PASS=" in result.stdout
 
     def files(prefix):
