@@ -51,7 +51,7 @@ lock:
 	$(UV) pip compile --quiet --python-version 3.11 requirements-moto.in -o requirements-moto.txt
 
 lint: setup
-	$(BIN)/ruff check mage_project tests benchmarks data_loaders transformers data_exporters callbacks
+	$(BIN)/ruff check mage_project tests benchmarks data_loaders transformers data_exporters callbacks sensors
 
 clean:
 	-$(BIN)/python -c "from mage_project.warehouse import embedded; from mage_project import config; embedded.stop(config.data_dir() / 'postgres')"
