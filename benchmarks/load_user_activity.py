@@ -99,13 +99,14 @@ def run_child(manifest_path: Path, run_id: str, env: dict) -> dict:
 
 def fresh_database(server, name: str) -> dict:
     import psycopg2
+    from psycopg2 import sql
 
     conn = psycopg2.connect(host=server.socket_dir, port=server.port, user=server.user,
                             dbname="postgres")
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute(f'drop database if exists "{name}" with (force)')
-        cur.execute(f'create database "{name}"')
+        cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     conn.close()
     return {"POSTGRES_HOST": server.socket_dir, "POSTGRES_PORT": str(server.port),
             "POSTGRES_USER": server.user, "POSTGRES_DBNAME": name}

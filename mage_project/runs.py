@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import UTC, datetime
 
 from mage_project.entities import Entity
+
+log = logging.getLogger(__name__)
 
 
 def new_run_id() -> str:
@@ -86,8 +89,6 @@ def record_run(cur, **values) -> None:
 
 def record_block_failure(mage_kwargs: dict, error) -> None:
     """A block failed under Mage: record its pipeline's run (the failure callback)."""
-    import logging
-
     try:
         record_failed_run(
             mage_kwargs["pipeline_uuid"],
@@ -97,7 +98,7 @@ def record_block_failure(mage_kwargs: dict, error) -> None:
             window_end=mage_kwargs.get("window_end"),
         )
     except Exception:  # the warehouse itself may be what failed; Mage still alerts
-        logging.getLogger(__name__).exception("could not record the failed run")
+        log.exception("could not record the failed run")
 
 
 def record_failed_run(pipeline: str, run_id: str, error: str, *, window_start=None,

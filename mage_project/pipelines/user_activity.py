@@ -14,6 +14,7 @@ import logging
 import shutil
 import time
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 
 import psycopg2
@@ -93,7 +94,7 @@ def fetch(
         remaining = sample_rows
         for day in days(window):
             events = client.iter_events(day.start, day.end)
-            rows = (landing_row(ENTITY, event) for event in _limit(events, remaining))
+            rows = (landing_row(ENTITY, event) for event in islice(events, remaining))
             partition = f"{ENTITY.landing_prefix()}/date={day.start:%Y-%m-%d}"
             for landed in landing.write_parts(
                 lambda part, p=partition: f"{p}/{run_id}-{part:05d}.csv",
@@ -115,16 +116,6 @@ def fetch(
         manifest["window_start"], manifest["window_end"],
     )
     return manifest
-
-
-def _limit(events, limit: int | None):
-    if limit is None:
-        yield from events
-        return
-    for n, event in enumerate(events):
-        if n >= limit:
-            return
-        yield event
 
 
 def _run_dir(run_id: str) -> Path:

@@ -64,11 +64,3 @@ def test_days_cut_at_utc_midnight():
 def test_next_watermark(current, window, expected):
     assert next_watermark(current, window) == expected
 
-
-def test_blocks_run_in_dependency_order():
-    from mage_project.cli import dependency_order
-
-    assert dependency_order({"load": ["validate"], "validate": ["fetch"], "fetch": []}) == [
-        "fetch", "validate", "load"]
-    with pytest.raises(ValueError, match="cycle"):
-        dependency_order({"a": ["b"], "b": ["a"]})
