@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-MOTO   := .venv-moto
+STANDINS := .venv-standins
 UV     := $(BIN)/uv
 
 export PYTHONDONTWRITEBYTECODE :=
@@ -16,7 +16,7 @@ endif
 
 .PHONY: setup demo test editor bench lock lint clean
 
-setup: $(STAMP) $(MOTO)/.installed
+setup: $(STAMP) $(STANDINS)/.installed
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,10 +26,10 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(UV) pip check --python $(BIN)/python
 	touch $(STAMP)
 
-# The S3 stand-in the tests start (moto's server), apart from Mage's pins.
-$(MOTO)/.installed: requirements-moto.txt $(STAMP)
-	test -x $(MOTO)/bin/python || $(BIN)/python -m venv $(MOTO)
-	$(UV) pip sync --quiet --python $(MOTO)/bin/python requirements-moto.txt
+# The stand-ins the tests start (moto's S3 and fakesnow's Snowflake servers), apart from Mage's pins.
+$(STANDINS)/.installed: requirements-standins.txt $(STAMP)
+	test -x $(STANDINS)/bin/python || $(BIN)/python -m venv $(STANDINS)
+	$(UV) pip sync --quiet --python $(STANDINS)/bin/python requirements-standins.txt
 	touch $@
 
 demo: setup
@@ -48,7 +48,7 @@ bench: setup
 lock:
 	$(UV) pip compile --quiet --python-version 3.11 requirements.in -o requirements.txt
 	$(UV) pip compile --quiet --python-version 3.11 requirements-dev.in -o requirements-dev.txt
-	$(UV) pip compile --quiet --python-version 3.11 requirements-moto.in -o requirements-moto.txt
+	$(UV) pip compile --quiet --python-version 3.11 requirements-standins.in -o requirements-standins.txt
 
 lint: setup
 	$(BIN)/ruff check mage_project tests benchmarks data_loaders transformers data_exporters callbacks sensors

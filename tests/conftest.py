@@ -87,13 +87,13 @@ def warehouse(pg_server, monkeypatch):
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """moto's S3 server on 127.0.0.1, from its own virtual environment (.venv-moto)."""
+    """moto's S3 server on 127.0.0.1, from its own virtual environment (.venv-standins)."""
     import time
     import urllib.request
 
     from support import free_port
 
-    moto = ROOT / ".venv-moto" / "bin" / "moto_server"
+    moto = ROOT / ".venv-standins" / "bin" / "moto_server"
     if not moto.exists():
         raise RuntimeError(f"{moto} is missing: run `make setup`")
     port = free_port()
