@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 STANDINS := .venv-standins
 UV     := $(BIN)/uv
+CHROMIUM := /usr/bin/chromium
+SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
 export PYTHONDONTWRITEBYTECODE :=
 
@@ -14,9 +16,9 @@ include .env
 export
 endif
 
-.PHONY: setup demo test editor bench lock lint clean
+.PHONY: setup git-filter demo test editor bench lock lint clean
 
-setup: $(STAMP) $(STANDINS)/.installed
+setup: $(STAMP) $(STANDINS)/.installed $(CHROMIUM) git-filter
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +33,17 @@ $(STANDINS)/.installed: requirements-standins.txt $(STAMP)
 	test -x $(STANDINS)/bin/python || $(BIN)/python -m venv $(STANDINS)
 	$(UV) pip sync --quiet --python $(STANDINS)/bin/python requirements-standins.txt
 	touch $@
+
+# Debian's Chromium, which the browser tests drive (Playwright's own browser download is not used).
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+
+# Git's clean filter that keeps the editor's session state in pipelines/*/metadata.yaml out of
+# git (see .gitattributes and mage_project/pipeline_metadata.py).
+git-filter:
+	if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  git config filter.mage-pipeline-state.clean '$(BIN)/python -m mage_project.pipeline_metadata'; fi
 
 demo: setup
 	$(BIN)/python -m mage_project demo
