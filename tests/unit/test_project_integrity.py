@@ -3,12 +3,15 @@ have an owner, an SLA and alerting, and every setting is documented."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 import yaml
+from deployment import CONTAINER_PROJECT, compose, option
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = {"data_loader": "data_loaders", "transformer": "transformers",
@@ -90,17 +93,81 @@ def test_config_files_name_only_environment_variables():
 
 
 def test_docker_compose_refers_to_what_exists():
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
-    assert {"mage-web", "mage-scheduler", "mage-db", "warehouse"} <= set(services)
-    for name in ("mage-web", "mage-scheduler"):
+    stack = compose()
+    services = stack["services"]
+    assert set(services) == {"mage-web", "mage-scheduler", "mage-db", "warehouse", "prometheus", "grafana"}
+    # The image holds the repo in its WORKDIR; both Mage services start that project.
+    assert f"WORKDIR {CONTAINER_PROJECT}\n" in (ROOT / "Dockerfile").read_text()
+    for name, instance_type in (("mage-web", "web_server"), ("mage-scheduler", "scheduler")):
         command = services[name]["command"]
-        assert command[:2] == ["mage", "start"] and "/home/src/project" in command
-    assert services["mage-scheduler"]["command"][-1] == "scheduler"
+        assert command[:3] == ["mage", "start", CONTAINER_PROJECT], command
+        assert option(command, "--instance-type") == instance_type
+        assert services[name]["build"] == "." and services[name]["env_file"] == ".env"
+        assert services[name]["environment"]["REQUIRE_USER_AUTHENTICATION"] == "1"
+        port = option(command, "--port")
+        assert f"http://127.0.0.1:{port}/api/status" in " ".join(services[name]["healthcheck"]["test"])
     variables = set(re.findall(r"\$\{([A-Z_]+)", (ROOT / "docker-compose.yml").read_text()))
     assert variables - documented_settings() == set()
-    for service in services.values():
+    for name, service in services.items():
         for volume in service.get("volumes", []):
-            assert volume.split(":")[0] in compose["volumes"]
+            source = volume.split(":")[0]
+            if source.startswith((".", "/")):
+                assert (ROOT / source).exists(), f"{name} mounts {source}, which is not in the repo"
+            else:
+                assert source in stack["volumes"], f"{name}: volume {source} is not declared"
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert condition == {"condition": "service_healthy"}, f"{name} -> {dependency}"
+            assert "healthcheck" in services[dependency]
+        for published in service.get("ports", []):
+            assert published.startswith("127.0.0.1:"), f"{name} publishes {published} beyond 127.0.0.1"
+        if "image" in service:
+            tag = service["image"].rpartition(":")[2]
+            assert re.fullmatch(r"v?\d+\.\d+(\.\d+)?(-\w+)?", tag), f"{name}: pin {service['image']}"
+
+
+def test_the_image_installs_the_lock():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "-r requirements.txt" in dockerfile
+    lock = (ROOT / "requirements.txt").read_text()
+    python = re.search(r"^FROM python:(\d+\.\d+)\.\d+-", dockerfile, re.M)
+    assert python and f"--python-version {python[1]} requirements.in" in lock, "other Python than the lock"
+    uv = re.search(r"uv==([\d.]+)", dockerfile)
+    assert uv and f"uv=={uv[1]}" in (ROOT / "requirements-dev.txt").read_text(), "other uv than the dev lock"
+    install = dockerfile.index("-r requirements.txt")
+    assert dockerfile.index("COPY requirements.txt") < install < dockerfile.index("--no-deps -e .")
+
+
+def distributions_by_file() -> dict[str, set[str]]:
+    """Installed file (``opentelemetry/sdk/__init__.py``) -> the distributions that ship it."""
+    owners: dict[str, set[str]] = {}
+    for dist in metadata.distributions():
+        name = canonical(dist.metadata["Name"])
+        for file in dist.files or []:
+            owners.setdefault(str(file), set()).add(name)
+    return owners
+
+
+def canonical(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def test_the_lock_has_what_mages_metrics_import():
+    """compose sets ENABLE_PROMETHEUS; mage-ai does not require what Mage then imports."""
+    assert compose()["services"]["mage-web"]["environment"]["ENABLE_PROMETHEUS"] == "1"
+    server = Path(metadata.distribution("mage-ai").locate_file("mage_ai/server/server.py"))
+    imported = {"prometheus_client"}  # by its /metrics handler
+    for node in ast.walk(ast.parse(server.read_text())):
+        if isinstance(node, ast.If) and "ENABLE_PROMETHEUS" in ast.dump(node.test):
+            imported |= {f"{n.module}.{alias.name}" for n in ast.walk(node)
+                         if isinstance(n, ast.ImportFrom) for alias in n.names}
+    assert "opentelemetry.exporter.prometheus.PrometheusMetricReader" in imported, "Mage's source changed"
+    lock = (ROOT / "requirements.txt").read_text()
+    pinned = {canonical(m[1]) for m in re.finditer(r"^([\w.-]+)==", lock, re.M)}
+    shipped = distributions_by_file()
+    for name in sorted(imported):
+        parts, owners = name.split("."), set()
+        while parts and not owners:  # the module itself, else the module the name is in
+            path = "/".join(parts)
+            owners = shipped.get(f"{path}/__init__.py", set()) | shipped.get(f"{path}.py", set())
+            parts.pop()
+        assert owners & pinned, f"{name} (from {owners or 'nothing installed'}) is not in requirements.txt"

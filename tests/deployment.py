@@ -1,0 +1,80 @@
+"""What the deployment's tests read: docker-compose.yml, monitoring/ and the PromQL in dashboards."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+MONITORING = ROOT / "monitoring"
+DASHBOARDS = MONITORING / "grafana" / "dashboards"
+CONTAINER_PROJECT = "/home/src/project"  # the Dockerfile's WORKDIR, where the image holds the repo
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def option(command: list[str], name: str) -> str:
+    """The value after ``name`` in a command line (``--port`` -> ``6789``)."""
+    assert name in command, f"{command} has no {name}"
+    return command[command.index(name) + 1]
+
+
+def bind_mounts(service: dict) -> dict[str, Path]:
+    """Container path -> repo path of a service's bind mounts (short syntax, relative sources)."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith((".", "/")):
+            mounts[target] = (ROOT / source).resolve()
+    return mounts
+
+
+def dashboards() -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))}
+
+
+def panels(dashboard: dict) -> list[dict]:
+    """Every panel, the ones inside collapsed rows included; rows themselves query nothing."""
+    found = []
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            found += panel.get("panels", [])
+        else:
+            found.append(panel)
+    return found
+
+
+_NOT_METRICS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool",
+                "and", "or", "unless", "inf", "nan"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects: not functions, labels, keywords or numbers."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
+    expr = re.sub(r"\{[^}]*\}", " ", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", " ", expr)  # range and subquery windows
+    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    # Atomic match of a whole identifier, then "not a function call"; not the tail of a number.
+    names = re.findall(r"(?<![\w.])[a-zA-Z_:][a-zA-Z0-9_:]*+(?!\s*\()", expr)
+    return set(names) - _NOT_METRICS
+
+
+def jobs(expr: str) -> set[str]:
+    """The Prometheus jobs an expression's ``job="..."`` or ``job=~"a|b"`` matchers name."""
+    return {job for value in re.findall(r'\bjob=~?"([^"]*)"', expr) for job in value.split("|")}
+
+
+def dashboard_metrics_by_job() -> dict[str, set[str]]:
+    """Job -> the metric names the dashboards query from it."""
+    wanted: dict[str, set[str]] = {}
+    for dashboard in dashboards().values():
+        for panel in panels(dashboard):
+            for target in panel["targets"]:
+                for job in jobs(target["expr"]):
+                    wanted.setdefault(job, set()).update(metric_names(target["expr"]))
+    return wanted

@@ -1,0 +1,303 @@
+"""docker-compose.yml's Mage services, run natively with the commands and settings compose gives them.
+
+No Docker engine runs here, so each service's exact ``command`` from docker-compose.yml runs as
+a local process: the image's project path becomes this repository, 0.0.0.0 becomes 127.0.0.1 and
+the port a free one. The web server and the scheduler start together, as compose starts them,
+with compose's environment, on a database of their own on the suite's embedded PostgreSQL (the
+``mage-db`` service) and a second one standing in for ``warehouse``. Settings compose takes from
+.env (owner account, JWT secret) get test values; nothing else leaks in from this shell.
+
+What cannot run here is not exercised: the image build, the compose network, and Prometheus and
+Grafana (no binaries; tests/unit/test_monitoring_config.py checks their configuration). Their side
+of the contract is checked from Mage's: /metrics serves every metric the Grafana dashboard queries.
+
+The scheduler schedules this project's real triggers, so their due runs start (and fail or load
+nothing: no API is configured and the landing zone is empty); they are stopped with the stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+import pytest
+import yaml
+from conftest import ROOT, query
+from deployment import CONTAINER_PROJECT, compose, dashboard_metrics_by_job, option
+from prometheus_client.parser import text_string_to_metric_families
+from psycopg2 import sql
+from support import free_port
+
+pytestmark = pytest.mark.e2e
+
+SERVICES = ("mage-web", "mage-scheduler")
+START_TIMEOUT = 180  # both servers import Mage at once on a shared 2-core machine
+SYNC_TIMEOUT = 90  # Mage syncs triggers.yaml into its database about every 10 s
+STAY_UP_SECONDS = 15
+# What .env gives the stack (see .env.example); test values.
+DOTENV = {
+    "DEFAULT_OWNER_EMAIL": "ops@example.com",
+    "DEFAULT_OWNER_USERNAME": "ops",
+    "DEFAULT_OWNER_PASSWORD": "a-long-test-password",
+    "JWT_SECRET": uuid.uuid4().hex,
+}
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return f"{self.name} output (last 4000 characters):\n{self.log.read_text()[-4000:]}"
+
+    def status(self) -> dict:
+        with urllib.request.urlopen(f"{self.url}/api/status", timeout=5) as response:
+            return json.load(response)["statuses"][0]
+
+
+@dataclass
+class Stack:
+    services: dict[str, Service]
+    mage_db: psycopg2.extensions.connection
+    warehouse_db: psycopg2.extensions.connection
+    mage_data_dir: Path
+    triggers_before: dict[Path, bytes]
+
+
+def native_command(command: list[str], port: int) -> list[str]:
+    """A compose command as it runs here: this repo, loopback, a free port, the venv's mage."""
+    assert command[0] == "mage", command
+    args = [str(ROOT) if a == CONTAINER_PROJECT else "127.0.0.1" if a == "0.0.0.0" else a
+            for a in command[1:]]
+    args[args.index("--port") + 1] = str(port)
+    return [str(Path(sys.executable).parent / "mage"), *args]
+
+
+def native_environment(service: dict, stand_ins: dict[str, str]) -> dict[str, str]:
+    """compose's environment for the service, with stand-ins for what names the compose network."""
+    assert set(stand_ins) <= set(service["environment"]), "a stand-in for a setting compose lacks"
+    env = {}
+    for name, value in service["environment"].items():
+        if name in stand_ins:
+            env[name] = stand_ins[name]
+        else:
+            assert "${" not in str(value), f"{name}={value} needs a stand-in here"
+            env[name] = str(value)
+    return env
+
+
+def create_database(pg_server, prefix: str):
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with contextlib.closing(_connect(pg_server, "postgres")) as admin, admin.cursor() as cur:
+        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    return name, _connect(pg_server, name)
+
+
+def drop_database(pg_server, conn) -> None:
+    name = conn.info.dbname
+    conn.close()
+    with contextlib.closing(_connect(pg_server, "postgres")) as admin, admin.cursor() as cur:
+        cur.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+
+
+def _connect(pg_server, dbname: str):
+    conn = psycopg2.connect(host=pg_server.socket_dir, port=pg_server.port, user=pg_server.user,
+                            dbname=dbname)
+    conn.autocommit = True
+    return conn
+
+
+def wait_until_serving(service: Service, deadline: float) -> None:
+    while True:
+        try:
+            service.status()
+            return
+        except OSError:
+            if service.process.poll() is not None:
+                pytest.fail(f"{service.name} exited with {service.process.returncode}\n{service.output()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{service.name} did not answer /api/status in time\n{service.output()}")
+            time.sleep(0.5)
+
+
+def stop(service: Service) -> None:
+    """SIGTERM to the service's process group (Mage's scheduler and workers too); SIGKILL if it stays."""
+    group = service.process.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        service.process.poll()  # reap the leader: only the rest of the group may keep it alive
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    service.process.wait()
+
+
+def trigger_files() -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in sorted(ROOT.glob("pipelines/*/triggers.yaml"))}
+
+
+@pytest.fixture(scope="module")
+def stack(pg_server, tmp_path_factory):
+    root = tmp_path_factory.mktemp("stack")
+    mage_name, mage_db = create_database(pg_server, "mage")
+    warehouse_name, warehouse_db = create_database(pg_server, "warehouse")
+    stand_ins = {  # for the compose services mage-db and warehouse
+        "MAGE_DATABASE_CONNECTION_URL": (
+            f"postgresql+psycopg2://{pg_server.user}@/{mage_name}"
+            f"?host={pg_server.socket_dir}&port={pg_server.port}"
+        ),
+        "POSTGRES_HOST": pg_server.socket_dir,
+        "POSTGRES_PORT": str(pg_server.port),
+        "POSTGRES_DBNAME": warehouse_name,
+        "POSTGRES_USER": pg_server.user,
+        "POSTGRES_PASSWORD": "",  # the embedded server trusts its unix socket
+    }
+    # The rest of a container's environment: the image's ENV (its data directories, here
+    # temporary ones), a home, and the shell's PATH with the venv first.
+    base = {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "HOME": str(root),
+        "LANG": "C.UTF-8",
+        "MAGE_DATA_DIR": str(root / "mage"),
+        "PROJECT_DATA_DIR": str(root / "project"),
+        **{k: os.environ[k] for k in ("PYTHONDONTWRITEBYTECODE", "TMPDIR") if k in os.environ},
+        **DOTENV,
+    }
+    triggers_before = trigger_files()
+    services: dict[str, Service] = {}
+    try:
+        for name in SERVICES:
+            config = compose()["services"][name]
+            port = free_port()
+            env = {**base, **native_environment(config, stand_ins)}
+            log = root / f"{name}.log"
+            with open(log, "w") as out:
+                # Its own process group: Mage's scheduler and workers must stop with it.
+                process = subprocess.Popen(native_command(config["command"], port), cwd=root,
+                                           env=env, stdout=out, stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+            services[name] = Service(name, process, port, log)
+        deadline = time.monotonic() + START_TIMEOUT
+        for service in services.values():
+            wait_until_serving(service, deadline)
+        yield Stack(services, mage_db, warehouse_db, root / "mage", triggers_before)
+    finally:
+        for service in services.values():
+            stop(service)
+        drop_database(pg_server, mage_db)
+        drop_database(pg_server, warehouse_db)
+
+
+def test_web_server_serves_this_project_with_login_required(stack):
+    web = stack.services["mage-web"]
+    status = web.status()
+    assert status["repo_path"] == str(ROOT)
+    assert status["require_user_authentication"] is True
+    # The web server must not run a second scheduler beside mage-scheduler.
+    assert status["scheduler_status"] == "stopped", web.output()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{web.url}/api/pipelines", timeout=30)
+    assert refused.value.code == 401
+    assert json.load(refused.value)["error"]["type"] == "invalid_api_key"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_metrics_serve_every_metric_the_dashboard_queries(stack, name):
+    service = stack.services[name]
+    with urllib.request.urlopen(f"{service.url}/metrics", timeout=30) as response:
+        content_type = response.headers["Content-Type"]
+        text = response.read().decode()
+    assert content_type.startswith("text/plain; version="), content_type
+    samples = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+    wanted = dashboard_metrics_by_job()[name]
+    assert {"process_start_time_seconds", "process_resident_memory_bytes"} <= wanted
+    assert wanted - samples == set(), f"{name}'s /metrics lacks what the dashboard queries:\n{text}"
+
+
+def test_mage_keeps_its_state_in_its_own_postgres_database(stack):
+    tables = {row[0] for row in query(
+        stack.mage_db, "select table_name from information_schema.tables where table_schema = 'public'"
+    )}
+    assert {"pipeline_schedule", "pipeline_run", "block_run", "user", "role", "oauth2_application"} <= tables
+    assert query(stack.mage_db, 'select username, email from "user"') == [
+        (DOTENV["DEFAULT_OWNER_USERNAME"], DOTENV["DEFAULT_OWNER_EMAIL"])
+    ]
+    assert query(stack.warehouse_db, "select count(*) from information_schema.tables"
+                 " where table_name in ('pipeline_schedule', 'user')") == [(0,)]
+    assert not list(stack.mage_data_dir.rglob("*.db")), "Mage fell back to SQLite"
+
+
+def test_scheduler_syncs_the_projects_triggers_and_stays_up(stack):
+    scheduler = stack.services["mage-scheduler"]
+    expected = {
+        (trigger["pipeline_uuid"], trigger["name"], trigger["schedule_interval"], trigger["status"])
+        for path in stack.triggers_before
+        for trigger in yaml.safe_load(path.read_text())["triggers"]
+    }
+    assert expected, "the project has no triggers"
+    deadline = time.monotonic() + SYNC_TIMEOUT
+    while True:
+        synced = set(query(stack.mage_db, "select pipeline_uuid, name, schedule_interval,"
+                                          " lower(status::text) from pipeline_schedule"))
+        if synced == expected or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert synced == expected, scheduler.output()
+
+    first = scheduler.status()
+    assert first["scheduler_status"] == "running", scheduler.output()
+    until = time.monotonic() + STAY_UP_SECONDS
+    while time.monotonic() < until:
+        assert scheduler.process.poll() is None, f"the scheduler exited\n{scheduler.output()}"
+        status = scheduler.status()
+        assert (status["scheduler_status"], status["scheduler_process_id"]) == (
+            "running", first["scheduler_process_id"]
+        ), f"the scheduler loop stopped or restarted\n{scheduler.output()}"
+        time.sleep(1)
+    assert trigger_files() == stack.triggers_before, "the scheduler rewrote triggers.yaml"
+
+
+def healthcheck(name: str, port: int) -> subprocess.CompletedProcess:
+    """A compose service's healthcheck command, run here against ``port``."""
+    config = compose()["services"][name]
+    kind, program, *args = config["healthcheck"]["test"]
+    assert (kind, program) == ("CMD", "python")
+    container = f"127.0.0.1:{option(config['command'], '--port')}"
+    native = [arg.replace(container, f"127.0.0.1:{port}") for arg in args]
+    return subprocess.run([sys.executable, *native], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_compose_healthcheck_passes_against_the_native_service(stack, name):
+    result = healthcheck(name, stack.services[name].port)
+    assert result.returncode == 0, f"{name}'s healthcheck failed: {result.stderr}"
+
+
+def test_scheduler_healthcheck_fails_where_no_scheduler_runs(stack):
+    result = healthcheck("mage-scheduler", stack.services["mage-web"].port)
+    assert result.returncode == 1 and "'scheduler_status': 'stopped'" in result.stderr
