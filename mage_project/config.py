@@ -120,6 +120,77 @@ def postgres() -> PostgresSettings:
     )
 
 
+WAREHOUSES = ("postgres", "snowflake")
+
+
+def warehouse() -> str:
+    """Where warehouse_elt loads and dbt builds: ``postgres`` (default) or ``snowflake``."""
+    kind = (_get("WAREHOUSE") or "postgres").lower()
+    if kind not in WAREHOUSES:
+        raise ConfigError(f"bad setting: WAREHOUSE={kind!r} is not one of {', '.join(WAREHOUSES)}")
+    return kind
+
+
+@dataclass(frozen=True)
+class SnowflakeSettings:
+    account: str
+    user: str
+    password: str
+    database: str
+    warehouse: str
+    role: str | None
+    host: str | None  # a Snowflake-protocol server of your own; else <account>.snowflakecomputing.com
+    port: int | None
+    protocol: str
+    login_timeout: int
+    network_timeout: int
+    lock_timeout: int
+
+    def connect_kwargs(self) -> dict:
+        kwargs = {
+            "account": self.account,
+            "user": self.user,
+            "password": self.password,
+            "database": self.database,
+            "warehouse": self.warehouse,
+            "protocol": self.protocol,
+            "login_timeout": self.login_timeout,
+            "network_timeout": self.network_timeout,
+            "application": "mage_project",
+            # Sessions in UTC: timestamps without a zone in the files mean UTC, as in PostgreSQL.
+            # LOCK_TIMEOUT bounds the wait for another run's write lock (seconds, 0 = no wait).
+            "session_parameters": {"TIMEZONE": "UTC", "LOCK_TIMEOUT": self.lock_timeout},
+        }
+        if self.role:
+            kwargs["role"] = self.role
+        if self.host:
+            kwargs["host"] = self.host
+        if self.port:
+            kwargs["port"] = self.port
+        return kwargs
+
+
+def snowflake() -> SnowflakeSettings:
+    """The Snowflake account (WAREHOUSE=snowflake). The names are Mage's own io_config ones."""
+    protocol = (_get("SNOWFLAKE_PROTOCOL") or "https").lower()
+    if protocol not in ("https", "http"):
+        raise ConfigError(f"bad setting: SNOWFLAKE_PROTOCOL={protocol!r} is not https or http")
+    return SnowflakeSettings(
+        account=require("SNOWFLAKE_ACCOUNT"),
+        user=require("SNOWFLAKE_USER"),
+        password=require("SNOWFLAKE_PASSWORD"),
+        database=require("SNOWFLAKE_DATABASE"),
+        warehouse=require("SNOWFLAKE_WAREHOUSE"),
+        role=_get("SNOWFLAKE_ROLE"),
+        host=_get("SNOWFLAKE_HOST"),
+        port=_number("SNOWFLAKE_PORT", 0, int, minimum=0) or None,
+        protocol=protocol,
+        login_timeout=_number("SNOWFLAKE_LOGIN_TIMEOUT", 60, int, minimum=1),
+        network_timeout=_number("SNOWFLAKE_NETWORK_TIMEOUT", 600, int, minimum=1),
+        lock_timeout=int(run_lock_timeout_seconds()),
+    )
+
+
 @dataclass(frozen=True)
 class ActivityApiSettings:
     url: str

@@ -30,7 +30,9 @@ _PROJECT_VARS = (
     "SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD", "ALERT_EMAIL_TO", "ALERT_EMAIL_FROM",
     "MAGE_DATA_DIR", "MAGE_REPO_PATH", "MAGE_PROJECT_FAILPOINT", "RUN_LOCK_TIMEOUT_SECONDS",
     "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "AWS_DEFAULT_REGION", "AWS_PROFILE",
+    "AWS_DEFAULT_REGION", "AWS_PROFILE", "WAREHOUSE", "SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER",
+    "SNOWFLAKE_PASSWORD", "SNOWFLAKE_DATABASE", "SNOWFLAKE_WAREHOUSE", "SNOWFLAKE_ROLE",
+    "SNOWFLAKE_HOST", "SNOWFLAKE_PORT", "SNOWFLAKE_PROTOCOL", "SNOWFLAKE_NETWORK_TIMEOUT",
 )
 
 
@@ -127,6 +129,73 @@ def s3_bucket(s3_server, monkeypatch):
     name = f"landing-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=name)
     return name
+
+
+def _serve(argv: list[str], url: str, probe: str, name: str) -> subprocess.Popen:
+    """Start a stand-in server and wait until ``url + probe`` answers."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}{probe}", timeout=2)
+            return proc
+        except urllib.error.HTTPError:
+            return proc  # it answers
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"{name} did not start") from None
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def snowflake_server():
+    """fakesnow's Snowflake-protocol server on 127.0.0.1, from .venv-standins; the tests speak
+    to it with the real snowflake-connector-python. Returns its port."""
+    from support import free_port
+
+    fakesnow = ROOT / ".venv-standins" / "bin" / "fakesnow"
+    if not fakesnow.exists():
+        raise RuntimeError(f"{fakesnow} is missing: run `make setup`")
+    port = free_port()
+    proc = _serve([str(fakesnow), "--server", "--host", "127.0.0.1", "--port", str(port)],
+                  f"http://127.0.0.1:{port}", "/", "fakesnow's server")
+    yield port
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def snowflake_warehouse(snowflake_server, monkeypatch):
+    """A fresh database on the Snowflake stand-in, selected through WAREHOUSE=snowflake and the
+    SNOWFLAKE_* settings a user sets for their own account. Yields a connection to it."""
+    import snowflake.connector
+
+    settings = {
+        "SNOWFLAKE_ACCOUNT": "fakesnow", "SNOWFLAKE_USER": "loader",
+        "SNOWFLAKE_PASSWORD": "test", "SNOWFLAKE_WAREHOUSE": "transforming",
+        "SNOWFLAKE_ROLE": "transformer", "SNOWFLAKE_HOST": "127.0.0.1",
+        "SNOWFLAKE_PORT": str(snowflake_server), "SNOWFLAKE_PROTOCOL": "http",
+        "SNOWFLAKE_DATABASE": f"TEST_{uuid.uuid4().hex[:12].upper()}",
+        # A statement the stand-in cannot run answers 500, which the connector retries.
+        "SNOWFLAKE_NETWORK_TIMEOUT": "30",
+    }
+    connect = {"account": "fakesnow", "user": "admin", "password": "test",
+               "host": "127.0.0.1", "port": snowflake_server, "protocol": "http",
+               "network_timeout": 60}
+    admin = snowflake.connector.connect(**connect)
+    admin.cursor().execute(f"create database {settings['SNOWFLAKE_DATABASE']}")
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("WAREHOUSE", "snowflake")
+    conn = snowflake.connector.connect(**connect, database=settings["SNOWFLAKE_DATABASE"])
+    yield conn
+    conn.close()
+    admin.close()  # fakesnow has no DROP DATABASE: its databases end with the server
 
 
 def query(conn, statement: str, params=None) -> list[tuple]:

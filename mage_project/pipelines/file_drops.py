@@ -17,14 +17,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from psycopg2 import sql
-
-from mage_project import alerts, config
+from mage_project import alerts, config, warehouse
 from mage_project.entities import FILE_ENTITIES, Entity
 from mage_project.landing import LandingZone
 from mage_project.runs import new_run_id
 from mage_project.validation import UnreadableFile, normalize_file
-from mage_project.warehouse import postgres
 
 log = logging.getLogger(__name__)
 PIPELINE = "warehouse_elt"
@@ -67,18 +64,21 @@ def list_drops(zone: LandingZone) -> list[DropFile]:
 def _last_seen(cur) -> dict[str, tuple[int, str | None]]:
     """(size, source tag) of the latest version of every file in the manifest."""
     cur.execute(
-        "select distinct on (file_key) file_key, size_bytes, source_tag from ops.file_manifest"
-        " order by file_key, version desc"
+        "select m.file_key, m.size_bytes, m.source_tag from ops.file_manifest as m"
+        " join (select file_key, max(version) as version from ops.file_manifest"
+        " group by file_key) as latest"
+        " on latest.file_key = m.file_key and latest.version = m.version"
     )
-    return {key: (size, tag) for key, size, tag in cur.fetchall()}
+    return {key: (int(size), tag) for key, size, tag in cur.fetchall()}
 
 
 def pending_drops(zone: LandingZone | None = None) -> list[DropFile]:
     """Files new or rewritten since they were last seen: one listing and one query, no reads."""
     zone = zone or LandingZone(config.landing_url())
-    with postgres.connection() as conn:
-        postgres.migrate(conn)
-        with conn, conn.cursor() as cur:
+    db = warehouse.writer()
+    with db.connection() as conn:
+        db.migrate(conn)
+        with db.transaction(conn) as cur:
             seen = _last_seen(cur)
     return [f for f in list_drops(zone) if seen.get(f.key) != (f.size, f.tag)]
 
@@ -99,77 +99,68 @@ def load_file(zone: LandingZone, drop: DropFile, run_id: str) -> dict:
         local = zone.local_copy(drop.key, work)
         checksum, size = sha256_of(local), local.stat().st_size
         result = {"key": drop.key, "checksum": checksum, "size": size}
-        with postgres.connection() as conn, conn, conn.cursor() as cur:
-            postgres.acquire_run_lock(cur, PIPELINE, config.run_lock_timeout_seconds())
-            cur.execute(
-                "select version, checksum from ops.file_manifest where file_key = %s"
-                " order by version desc limit 1",
-                (drop.key,),
-            )
-            latest = cur.fetchone()
-            if latest and latest[1] == checksum:
-                # Delivered again with the same content: remember it as seen, load nothing.
-                cur.execute("update ops.file_manifest set source_tag = %s where file_key = %s"
-                            " and version = %s", (drop.tag, drop.key, latest[0]))
-                return {**result, "status": "skipped", "version": latest[0]}
-            version = latest[0] + 1 if latest else 1
-            if latest:
-                log.warning("%s changed since version %d: loading it as version %d",
-                            drop.key, latest[0], version)
-            manifest = {"file_key": drop.key, "version": version, "entity": drop.entity.table,
-                        "size_bytes": size, "checksum": checksum, "run_id": run_id,
-                        "source_tag": drop.tag}
-            try:
-                counts = normalize_file(drop.entity, local, drop.key, 0, work)
-            except UnreadableFile as exc:
-                _record(cur, manifest, status="failed", error=str(exc))
-                failed = {**result, "status": "failed", "version": version, "error": str(exc)}
-            else:
-                _copy_rows(cur, drop.entity, drop.key, checksum, counts)
-                _record(cur, manifest, status="loaded", rows_total=counts.rows,
-                        rows_loaded=counts.valid, rows_rejected=counts.rejected,
-                        notes=counts.notes or None)
-                return {**result, "status": "loaded", "version": version, "rows": counts.rows,
-                        "rows_loaded": counts.valid, "rows_rejected": counts.rejected}
-        # Recorded (and committed) as failed: tell someone, and go on with the other files.
-        alerts.send_failure_alert(PIPELINE, run_id, f"{drop.key} cannot be loaded: "
-                                  f"{failed['error']}", file=drop.key)
-        return failed
+        db = warehouse.writer()
+        with db.connection() as conn:
+            db.prepare_file_load(conn, drop.entity)
+            with db.transaction(conn) as cur:
+                result.update(_load_version(db, cur, drop, local, work, run_id, result))
+        if result["status"] == "failed":
+            # Recorded (and committed) as failed: tell someone, and go on with the other files.
+            alerts.send_failure_alert(PIPELINE, run_id, f"{drop.key} cannot be loaded: "
+                                      f"{result['error']}", file=drop.key)
+        return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _copy_rows(cur, entity: Entity, key: str, checksum: str, counts) -> None:
-    cur.execute("select set_config('mage_project.file_key', %s, true),"
-                " set_config('mage_project.file_checksum', %s, true)", (key, checksum))
-    postgres.copy_csv(cur, sql.Identifier(entity.schema, entity.table),
-                      [*entity.column_names, "_row_number"], Path(counts.valid_path))
-    cur.execute("create temporary table if not exists stage_load_rejects"
-                " (row_number bigint, reason text, raw_line text) on commit drop")
-    cur.execute("truncate stage_load_rejects")
-    postgres.copy_csv(cur, sql.Identifier("stage_load_rejects"),
-                      ["row_number", "reason", "raw_line"], Path(counts.rejects_path))
+def _load_version(db, cur, drop: DropFile, local: Path, work: Path, run_id: str,
+                  result: dict) -> dict:
+    """Inside the load's transaction: skip the same content, else load it as a new version."""
+    checksum, size = result["checksum"], result["size"]
+    db.acquire_run_lock(cur, PIPELINE, config.run_lock_timeout_seconds())
     cur.execute(
-        "insert into raw.load_rejects (file_key, file_checksum, row_number, reason, raw_line)"
-        " select %s, %s, row_number, reason, raw_line from stage_load_rejects",
-        (key, checksum),
+        "select version, checksum from ops.file_manifest where file_key = %s"
+        " order by version desc limit 1",
+        (drop.key,),
     )
+    latest = cur.fetchone()
+    if latest and latest[1] == checksum:
+        # Delivered again with the same content: remember it as seen, load nothing.
+        cur.execute("update ops.file_manifest set source_tag = %s where file_key = %s"
+                    " and version = %s", (drop.tag, drop.key, latest[0]))
+        return {"status": "skipped", "version": latest[0]}
+    version = latest[0] + 1 if latest else 1
+    if latest:
+        log.warning("%s changed since version %d: loading it as version %d",
+                    drop.key, latest[0], version)
+    manifest = {"file_key": drop.key, "version": version, "entity": drop.entity.table,
+                "size_bytes": size, "checksum": checksum, "run_id": run_id,
+                "source_tag": drop.tag}
+    try:
+        counts = normalize_file(drop.entity, local, drop.key, 0, work)
+    except UnreadableFile as exc:
+        _record(cur, manifest, status="failed", error=str(exc))
+        return {"status": "failed", "version": version, "error": str(exc)}
+    db.copy_file_rows(cur, drop.entity, drop.key, checksum, counts)
+    _record(cur, manifest, status="loaded", rows_total=counts.rows, rows_loaded=counts.valid,
+            rows_rejected=counts.rejected, notes=counts.notes or None)
+    return {"status": "loaded", "version": version, "rows": counts.rows,
+            "rows_loaded": counts.valid, "rows_rejected": counts.rejected}
 
 
 _MANIFEST_COLUMNS = ("file_key", "version", "entity", "size_bytes", "checksum", "status",
                      "rows_total", "rows_loaded", "rows_rejected", "error", "notes", "run_id",
                      "source_tag")
+_INSERT_MANIFEST = (
+    "insert into ops.file_manifest (file_key, version, entity, size_bytes, checksum, status,"
+    " rows_total, rows_loaded, rows_rejected, error, notes, run_id, source_tag)"
+    " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
 
 
 def _record(cur, manifest: dict, **values) -> None:
     row = {**manifest, **values}
-    cur.execute(
-        sql.SQL("insert into ops.file_manifest ({}) values ({})").format(
-            sql.SQL(", ").join(map(sql.Identifier, _MANIFEST_COLUMNS)),
-            sql.SQL(", ").join(sql.Placeholder() * len(_MANIFEST_COLUMNS)),
-        ),
-        [row.get(c) for c in _MANIFEST_COLUMNS],
-    )
+    cur.execute(_INSERT_MANIFEST, [row.get(c) for c in _MANIFEST_COLUMNS])
 
 
 def sensor_ready(wait_for_files: bool = True) -> bool:

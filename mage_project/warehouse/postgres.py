@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -18,12 +18,9 @@ from psycopg2 import sql
 
 from mage_project import config
 from mage_project.entities import Entity
+from mage_project.warehouse import RunLockError
 
 log = logging.getLogger(__name__)
-
-
-class RunLockError(RuntimeError):
-    """Another run of the same pipeline holds the write lock."""
 
 
 def connect(settings: config.PostgresSettings | None = None):
@@ -38,6 +35,13 @@ def connection(settings: config.PostgresSettings | None = None):
         yield conn
     finally:
         conn.close()
+
+
+@contextmanager
+def transaction(conn) -> Iterator:
+    """A cursor inside one transaction: committed on success, rolled back on error."""
+    with conn, conn.cursor() as cur:
+        yield cur
 
 
 def lock_key(name: str) -> int:
@@ -252,3 +256,26 @@ def upsert_from_staging(cur, entity: Entity, run_id: str, files: list[tuple[str,
         params,
     )
     return distinct, updated + cur.rowcount
+
+
+def prepare_file_load(conn, entity: Entity) -> None:
+    """Nothing to prepare: PostgreSQL's DDL is transactional, the load creates what it needs."""
+
+
+def copy_file_rows(cur, entity: Entity, key: str, checksum: str, counts) -> None:
+    """COPY a file's valid rows into the entity's raw table (its lineage from the session's
+    settings) and its rejected rows into ``raw.load_rejects``."""
+    cur.execute("select set_config('mage_project.file_key', %s, true),"
+                " set_config('mage_project.file_checksum', %s, true)", (key, checksum))
+    copy_csv(cur, sql.Identifier(entity.schema, entity.table),
+             [*entity.column_names, "_row_number"], Path(counts.valid_path))
+    cur.execute("create temporary table if not exists stage_load_rejects"
+                " (row_number bigint, reason text, raw_line text) on commit drop")
+    cur.execute("truncate stage_load_rejects")
+    copy_csv(cur, sql.Identifier("stage_load_rejects"),
+             ["row_number", "reason", "raw_line"], Path(counts.rejects_path))
+    cur.execute(
+        "insert into raw.load_rejects (file_key, file_checksum, row_number, reason, raw_line)"
+        " select %s, %s, row_number, reason, raw_line from stage_load_rejects",
+        (key, checksum),
+    )
