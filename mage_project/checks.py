@@ -79,3 +79,17 @@ def dbt_build_passed(summary: dict) -> CheckResult:
     return CheckResult("dbt_build_passed", summary["models"] > 0 and not bad,
                        {"models": summary["models"], "not_passed": bad},
                        {"models": "> 0", "not_passed": {}})
+
+
+def raw_quality_passed(summary: dict) -> CheckResult:
+    """No error-level expectation failed on the raw loads, and every check result was stored."""
+    return CheckResult("raw_quality_passed",
+                       not summary["failed_error"] and summary["stored"] == summary["checks"],
+                       {"failed_error": summary["failed_error"], "stored": summary["stored"]},
+                       {"failed_error": [], "stored": summary["checks"]})
+
+
+def marts_published(summary: dict) -> CheckResult:
+    """The audited marts were swapped in, after every dbt test passed."""
+    return CheckResult("marts_published", summary.get("published") is True,
+                       {"published": summary.get("published")}, {"published": True})

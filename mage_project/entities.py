@@ -1,12 +1,13 @@
 """Entities declared as data: what each source record is, where it lands and how it is written.
 
 One declaration drives the landing file's header, the validation of every record, the
-staging table and the upsert into the raw table.
+staging table and the upsert into the raw table, and the quality gate's expectations on the
+raw rows (``mage_project.quality`` runs them with Great Expectations).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,56 @@ class Column:
     kind: str  # which validator checks the field: see mage_project.validation.PARSERS
     required: bool = False
     allowed: tuple[str, ...] = ()  # for kind "enum"
+
+
+SEVERITIES = ("error", "warn")
+SCOPES = ("rows", "files")
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One Great Expectations expectation on an entity's raw rows, as data.
+
+    ``scope`` "rows": evaluated over the rows of the file versions checked, in chunks, so only
+    row-wise expectations (each row passes or fails on its own) belong here. ``scope`` "files":
+    evaluated over one row per file version (columns ``_file_key``, ``rows``). A failed
+    ``error`` expectation stops the marts from being published; a failed ``warn`` one is only
+    recorded.
+    """
+
+    type: str  # a Great Expectations 0.18 expectation type
+    kwargs: dict = field(default_factory=dict, hash=False)
+    severity: str = "error"
+    scope: str = "rows"
+    name: str | None = None  # the check's name in ops.quality_results; derived when unset
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"{self.type}: severity {self.severity!r} is not one of {SEVERITIES}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"{self.type}: scope {self.scope!r} is not one of {SCOPES}")
+        if "mostly" in self.kwargs:
+            # Verdicts of chunks are combined with "and": exact only when every row must pass.
+            raise ValueError(f"{self.type}: 'mostly' is not supported over chunks")
+
+    @property
+    def check_name(self) -> str:
+        if self.name:
+            return self.name
+        columns = [self.kwargs[k] for k in ("column", "column_A", "column_B") if k in self.kwargs]
+        return f"{self.type}({', '.join(columns)})"
+
+
+def not_null(*columns: str) -> tuple[Expectation, ...]:
+    return tuple(Expectation("expect_column_values_to_not_be_null", {"column": c}) for c in columns)
+
+
+# Pair checks compare values; a missing one is what the not-null checks are for.
+EITHER_MISSING = {"ignore_row_if": "either_value_is_missing"}
+
+# A file version that added no row to its table: an empty export is worth a look, not a stop.
+FILE_HAS_ROWS = Expectation("expect_column_values_to_be_between", {"column": "rows", "min_value": 1},
+                            severity="warn", scope="files", name="file_versions_have_rows")
 
 
 @dataclass(frozen=True)
@@ -29,10 +80,15 @@ class Entity:
     cursor_field: str | None  # the field windows and watermarks are defined on, if any
     columns: tuple[Column, ...]
     write_mode: str = "upsert"  # later delivery of the same key wins
+    expectations: tuple[Expectation, ...] = ()
 
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def key_columns(self) -> list[str]:
+        return [name.strip() for name in self.primary_key.split(",")]
 
     @property
     def rejects_table(self) -> str:
@@ -82,7 +138,25 @@ CRM_CUSTOMERS = Entity(
         Column("utm_campaign", "text", "text"),
         Column("updated_at", "timestamptz", "timestamptz", required=True),
     ),
+    # Validation already keeps rows of the wrong type (and the DDL nulls) out of the raw table;
+    # these state what the raw layer promises whatever loaded it, plus what types cannot say.
+    expectations=(
+        *not_null("customer_id", "signup_at", "updated_at"),
+        Expectation("expect_column_values_to_match_regex", {"column": "country", "regex": r"^[A-Z]{2}$"}),
+        Expectation("expect_column_values_to_match_regex",
+                    {"column": "email", "regex": r"^[^@\s]+@[^@\s]+\.[^@\s]+$"}, severity="warn"),
+        # A version stamped before the customer signed up: a clock or export bug at the source.
+        Expectation("expect_column_pair_values_a_to_be_greater_than_b",
+                    {"column_A": "updated_at", "column_B": "signup_at", "or_equal": True,
+                     **EITHER_MISSING},
+                    severity="warn"),
+        FILE_HAS_ROWS,
+    ),
 )
+
+PAYMENT_STATUSES = ("succeeded", "failed", "refunded")
+MAX_PAYMENT_AMOUNT = 100_000  # USD; a larger single payment is a unit or export error here
+
 BILLING_PAYMENTS = Entity(
     pipeline="warehouse_elt",
     source="billing",
@@ -96,12 +170,27 @@ BILLING_PAYMENTS = Entity(
         Column("payment_id", "text", "key", required=True),
         Column("customer_id", "bigint", "bigint", required=True),
         Column("amount", "numeric(18,2)", "positive_decimal", required=True),
-        Column("status", "text", "enum", required=True,
-               allowed=("succeeded", "failed", "refunded")),
+        Column("status", "text", "enum", required=True, allowed=PAYMENT_STATUSES),
         Column("paid_at", "timestamptz", "timestamptz", required=True),
         Column("updated_at", "timestamptz", "timestamptz", required=True),
     ),
+    expectations=(
+        *not_null("payment_id", "customer_id", "amount", "paid_at"),
+        Expectation("expect_column_values_to_be_in_set",
+                    {"column": "status", "value_set": list(PAYMENT_STATUSES)}),
+        # Revenue marts sum amounts: a zero, negative or implausibly large one stops them.
+        Expectation("expect_column_values_to_be_between",
+                    {"column": "amount", "min_value": 0, "strict_min": True,
+                     "max_value": MAX_PAYMENT_AMOUNT}),
+        # A refund (a later version) stamped before the payment itself.
+        Expectation("expect_column_pair_values_a_to_be_greater_than_b",
+                    {"column_A": "updated_at", "column_B": "paid_at", "or_equal": True,
+                     **EITHER_MISSING},
+                    severity="warn"),
+        FILE_HAS_ROWS,
+    ),
 )
+
 MARKETING_AD_SPEND = Entity(
     pipeline="warehouse_elt",
     source="marketing",
@@ -118,6 +207,16 @@ MARKETING_AD_SPEND = Entity(
         Column("spend", "numeric(18,2)", "decimal", required=True),
         Column("impressions", "bigint", "count", required=True),
         Column("clicks", "bigint", "count", required=True),
+    ),
+    expectations=(
+        *not_null("date", "campaign", "channel", "spend"),
+        Expectation("expect_column_values_to_be_between", {"column": "spend", "min_value": 0}),
+        # More clicks than impressions: the ad platform's counts are off, the spend still holds.
+        Expectation("expect_column_pair_values_a_to_be_greater_than_b",
+                    {"column_A": "impressions", "column_B": "clicks", "or_equal": True,
+                     **EITHER_MISSING},
+                    severity="warn"),
+        FILE_HAS_ROWS,
     ),
 )
 

@@ -1,4 +1,5 @@
-"""warehouse_elt through Mage from the command line: sensor, raw load and its @test."""
+"""warehouse_elt through Mage from the command line: sensor, raw load, quality gate and
+write-audit-publish of the marts, with the blocks' @tests."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from datetime import date
 
 import pytest
 from conftest import query, run_cli
+from support import SmtpSink
 
 from mage_project import config
 from mage_project.landing import LandingZone
@@ -28,9 +30,9 @@ def test_cli_loads_new_file_drops_once(warehouse):
     first = run_cli("run", "warehouse_elt")
     assert first.returncode == 0, first.stderr[-3000:]
     output = first.stdout + first.stderr
-    assert "file_loads_reconcile passed" in output
-    assert "dbt_build_passed passed" in output
-    assert output.count("1/1 tests passed.") == 2
+    for check in ("file_loads_reconcile", "raw_quality_passed", "dbt_build_passed", "marts_published"):
+        assert f"{check} passed" in output, f"block test {check} did not run"
+    assert output.count("1/1 tests passed.") == 2 and output.count("2/2 tests passed.") == 1
     (revenue_days,) = query(warehouse, "select count(*) from marts.fct_daily_revenue")[0]
     assert revenue_days >= 2
     counts = raw_counts(warehouse)
@@ -41,6 +43,49 @@ def test_cli_loads_new_file_drops_once(warehouse):
     assert again.returncode == 0, again.stderr[-3000:]
     assert raw_counts(warehouse) == counts
     assert query(warehouse, "select count(*) from ops.file_manifest") == [(len(keys) + 1,)]
+
+
+def marts(conn) -> dict:
+    return {
+        mart: query(conn, f"select * from marts.{mart} order by 1, 2")  # noqa: S608
+        for mart in ("dim_customers", "fct_daily_revenue", "fct_campaign_performance")
+    }
+
+
+def test_a_failing_quality_gate_keeps_the_previous_marts_and_alerts(warehouse, monkeypatch):
+    zone = LandingZone(config.landing_url())
+    write_drops(zone, date(2026, 11, 1), date(2026, 11, 3))
+    first = run_cli("run", "warehouse_elt")
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = marts(warehouse)
+    assert all(before.values())
+    # Passes the loader's type checks, fails the error-level amount expectation.
+    bad = "billing/payments/2026-11-03/export.csv"
+    zone.write_bytes(bad, b"payment_id,customer_id,amount,status,paid_at,updated_at\n"
+                          b"pay_big,1,250000.00,succeeded,2026-11-03T10:00:00Z,2026-11-03T10:00:00Z\n")
+    with SmtpSink() as smtp:
+        monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("SMTP_PORT", str(smtp.port))
+        monkeypatch.setenv("ALERT_EMAIL_TO", "data-team@example.com")
+        failed = run_cli("run", "warehouse_elt")
+        messages = smtp.wait_for(1)
+    assert failed.returncode == 1, failed.stdout[-3000:]
+    assert marts(warehouse) == before  # row for row
+    assert query(warehouse, "select count(*) from raw.billing__payments where payment_id = 'pay_big'"
+                 ) == [(1,)]  # loaded, and kept out of the marts
+    (msg,) = messages
+    assert "warehouse_elt failed" in msg["Subject"]
+    body = msg.get_content()
+    assert "raw quality gate: 1 error-level check(s) failed" in body
+    assert "raw.billing__payments expect_column_values_to_be_between(amount): 1 of 1 unexpected" in body
+    (run_id, error), = query(warehouse, "select run_id, error from ops.pipeline_runs where status = 'failed'")
+    assert error.startswith("QualityGateFailed: raw quality gate")
+    assert query(warehouse, "select check_kind, passed, failing_sample from ops.quality_results"
+                            " where run_id = %s and passed is not true", (run_id,)) == [
+        ("great_expectations", False,
+         [{"_file_key": bad, "_row_number": 1, "payment_id": "pay_big", "amount": "250000.00"}])]
+    assert query(warehouse, "select count(*) from ops.quality_results where run_id = %s"
+                            " and check_kind = 'dbt_test'", (run_id,)) == [(0,)]  # dbt never ran
 
 
 def test_warehouse_elt_takes_no_window(warehouse):
