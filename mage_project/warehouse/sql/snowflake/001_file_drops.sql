@@ -68,7 +68,26 @@ create table if not exists ops.file_manifest (
     notes         varchar,
     run_id        varchar not null,
     recorded_at   timestamp_tz not null default current_timestamp(),
-    source_tag    varchar
+    source_tag    varchar,
+    quality_status varchar,   -- the raw quality gate's verdict: passed, failed, null until checked
+    quality_run_id varchar
+);
+
+-- Every quality check a run made (expectations on the raw loads, dbt tests). observed and
+-- failing_sample hold JSON text: a VALUES list cannot call parse_json(); query them with
+-- parse_json(observed):unexpected_count.
+create table if not exists ops.quality_results (
+    id             integer autoincrement,
+    run_id         varchar not null,
+    pipeline       varchar not null,
+    check_name     varchar not null,
+    check_kind     varchar not null,
+    table_name     varchar not null,
+    severity       varchar not null,
+    passed         boolean,
+    observed       varchar not null,
+    failing_sample varchar,
+    checked_at     timestamp_tz not null default current_timestamp()
 );
 
 -- One row per pipeline: a writer updates its row first thing in its transaction, which
