@@ -127,7 +127,10 @@ def run_command(args: argparse.Namespace) -> int:
         if args.pipeline == "user_activity_ingest":
             config.activity_api()
         config.landing_url()
-        config.postgres()
+        if config.warehouse() == "snowflake":
+            config.snowflake()
+        else:
+            config.postgres()
     except (ValueError, config.ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ import secrets
 from datetime import UTC, datetime
 
 from mage_project.entities import Entity
+from mage_project.warehouse import writer, writer_for
 
 log = logging.getLogger(__name__)
 
@@ -38,27 +39,18 @@ def read_watermark(cur, entity: Entity) -> datetime | None:
 
 
 def write_watermark(cur, entity: Entity, watermark: datetime, run_id: str) -> None:
-    """Set the watermark, never moving it backwards."""
-    cur.execute(
-        """
-        insert into ops.watermarks as w (pipeline, entity, watermark, run_id)
-        values (%s, %s, %s, %s)
-        on conflict (pipeline, entity) do update
-            set watermark = excluded.watermark, run_id = excluded.run_id, updated_at = now()
-            where excluded.watermark > w.watermark
-        """,
-        (entity.pipeline, entity.name, watermark, run_id),
-    )
+    """Set the watermark, never moving it backwards (each warehouse upserts in its own SQL)."""
+    writer_for(cur).upsert_watermark(cur, entity, watermark, run_id)
 
 
 def window_loaded_before(cur, pipeline: str, start: datetime, end: datetime) -> bool:
     """Whether a successful run of ``pipeline`` covered any part of ``[start, end)``."""
     cur.execute(
-        "select exists (select 1 from ops.pipeline_runs where pipeline = %s and status = 'success'"
-        " and window_start < %s and window_end > %s)",
+        "select 1 from ops.pipeline_runs where pipeline = %s and status = 'success'"
+        " and window_start < %s and window_end > %s limit 1",
         (pipeline, end, start),
     )
-    return cur.fetchone()[0]
+    return cur.fetchone() is not None
 
 
 RUN_COLUMNS = (
@@ -74,17 +66,7 @@ def record_run(cur, **values) -> None:
     row = {name: values.get(name) for name in RUN_COLUMNS}
     if row["started_at"] is not None and row["duration_seconds"] is None:
         row["duration_seconds"] = (datetime.now(UTC) - row["started_at"]).total_seconds()
-    cur.execute(
-        f"""
-        insert into ops.pipeline_runs as r ({", ".join(RUN_COLUMNS)}, finished_at)
-        values ({", ".join(["%s"] * len(RUN_COLUMNS))}, now())
-        on conflict (run_id) do update set
-            {", ".join(f"{c} = coalesce(excluded.{c}, r.{c})" for c in RUN_COLUMNS[1:-1])},
-            error = excluded.error,
-            finished_at = excluded.finished_at
-        """,  # noqa: S608 - column names are the constants above, values are parameters
-        [row[name] for name in RUN_COLUMNS],
-    )
+    writer_for(cur).upsert_run(cur, row)
 
 
 def record_block_failure(mage_kwargs: dict, error) -> None:
@@ -103,13 +85,12 @@ def record_block_failure(mage_kwargs: dict, error) -> None:
 
 def record_failed_run(pipeline: str, run_id: str, error: str, *, window_start=None,
                       window_end=None, started_at: datetime | None = None) -> None:
-    """Record a failed run in ``ops.pipeline_runs``, in its own transaction (after the run's
-    own rollback)."""
-    from mage_project.warehouse import postgres
-
-    with postgres.connection() as conn:
-        postgres.migrate(conn)
-        with conn, conn.cursor() as cur:
+    """Record a failed run in ``ops.pipeline_runs`` of the configured warehouse, in its own
+    transaction (after the run's own rollback)."""
+    db = writer()
+    with db.connection() as conn:
+        db.migrate(conn)
+        with db.transaction(conn) as cur:
             record_run(cur, run_id=run_id, pipeline=pipeline, window_start=window_start,
                        window_end=window_end, status="failed", started_at=started_at,
                        error=str(error)[:4000])

@@ -2,8 +2,9 @@
 
 fetch   the window's events from the API into CSV files in the landing zone -> manifest
 validate each landing file into valid rows and rejects                    -> manifest
-load    bulk COPY (straight in, or staging + upsert), rejects, watermark and the run's
-        row, in one transaction
+load    bulk load (PostgreSQL: COPY straight in, or staging + upsert; Snowflake: PUT + COPY
+        INTO staging + upsert), rejects, watermark and the run's row, in one transaction of
+        the warehouse WAREHOUSE names
 
 Blocks hand each other manifests (file keys and counts), never the day's data.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import psycopg2
 
-from mage_project import config
+from mage_project import config, warehouse
 from mage_project.entities import USER_ACTIVITY as ENTITY
 from mage_project.faults import failpoint
 from mage_project.landing import LandingZone
@@ -32,7 +33,6 @@ from mage_project.runs import (
 )
 from mage_project.sources.activity_api import ActivityApiClient
 from mage_project.validation import landing_row, validate_files
-from mage_project.warehouse import postgres
 from mage_project.windows import (
     Window,
     as_utc,
@@ -71,9 +71,10 @@ def fetch(
     landing = LandingZone(config.landing_url())
     chunk_rows = config.landing_chunk_rows()
     _remove_stale_run_dirs()
-    with postgres.connection() as conn:
-        postgres.migrate(conn)
-        with conn, conn.cursor() as cur:
+    db = warehouse.writer()
+    with db.connection() as conn:
+        db.migrate(conn)
+        with db.transaction(conn) as cur:
             window = resolve_window(cur, window_start, window_end, execution_date)
     manifest = {
         "run_id": run_id,
@@ -175,21 +176,25 @@ def load(validated: dict) -> dict:
         return summary
     window = explicit_window(validated["window_start"], validated["window_end"])
     t0 = time.monotonic()
-    with postgres.connection() as conn:
-        postgres.migrate(conn)
-        with conn, conn.cursor() as cur:
-            postgres.acquire_run_lock(cur, PIPELINE, config.run_lock_timeout_seconds())
+    db = warehouse.writer()
+    with db.connection() as conn:
+        db.migrate(conn)
+        db.prepare_upsert(conn, ENTITY)  # Snowflake: its DDL commits, so before the transaction
+        with db.transaction(conn) as cur:
+            db.acquire_run_lock(cur, PIPELINE, config.run_lock_timeout_seconds())
             files = [(item["key"], Path(item["valid_path"])) for item in validated["validated"]]
             loaded = None
-            if not window_loaded_before(cur, PIPELINE, window.start, window.end):
-                loaded = _copy_new_window(cur, run_id, files)
+            # Only a warehouse that enforces the key can take rows straight into the table.
+            if db.ENFORCES_KEYS and not window_loaded_before(cur, PIPELINE, window.start,
+                                                              window.end):
+                loaded = _copy_new_window(db, cur, run_id, files)
             if loaded is not None:
                 distinct = changed = staged = loaded
             else:
-                staged = postgres.stage_files(cur, ENTITY, files)
+                staged = db.stage_files(cur, ENTITY, files)
                 failpoint("after_staging_copy")
-                distinct, changed = postgres.upsert_from_staging(cur, ENTITY, run_id, files, staged)
-            postgres.insert_rejects(
+                distinct, changed = db.upsert_from_staging(cur, ENTITY, run_id, files, staged)
+            db.insert_rejects(
                 cur, ENTITY, [Path(item["rejects_path"]) for item in validated["validated"]]
             )
             # A sampled (interactive) run loaded only part of its window: the watermark stays.
@@ -216,15 +221,15 @@ def load(validated: dict) -> dict:
     return summary
 
 
-def _copy_new_window(cur, run_id: str, files) -> int | None:
-    """The bulk path for a window never loaded before: COPY straight into the table.
+def _copy_new_window(db, cur, run_id: str, files) -> int | None:
+    """PostgreSQL's bulk path for a window never loaded before: COPY straight into the table.
 
     Returns the rows copied, or None when a key was already there or came twice (then the
     savepoint undoes the copy and the caller stages and upserts instead).
     """
     cur.execute("savepoint bulk_copy")
     try:
-        copied = postgres.copy_into_target(cur, ENTITY, run_id, files)
+        copied = db.copy_into_target(cur, ENTITY, run_id, files)
     except psycopg2.errors.UniqueViolation:
         cur.execute("rollback to savepoint bulk_copy")
         log.info("%s: keys already loaded or delivered twice; staging and upserting", PIPELINE)

@@ -1,7 +1,9 @@
 """Warehouse writers: one per target, bulk paths only, idempotent, identifiers quoted by the driver.
 
 ``postgres`` and ``snowflake`` offer the same functions (connection, transaction, migrate,
-acquire_run_lock, prepare_file_load, copy_file_rows); ``writer()`` picks the configured one.
+acquire_run_lock, prepare_file_load, copy_file_rows; prepare_upsert, stage_files,
+upsert_from_staging, insert_rejects, upsert_watermark, upsert_run); ``writer()`` picks the
+configured one, ``writer_for(cursor)`` the one a cursor belongs to.
 """
 
 from __future__ import annotations
@@ -25,3 +27,10 @@ def writer(kind: str | None = None) -> ModuleType:
     from mage_project.warehouse import postgres
 
     return postgres
+
+
+def writer_for(cursor) -> ModuleType:
+    """The writer module of the warehouse ``cursor`` speaks to, told by its driver's package."""
+    if type(cursor).__module__.split(".", 1)[0] == "snowflake":
+        return writer("snowflake")
+    return writer("postgres")

@@ -22,6 +22,10 @@ from mage_project.warehouse import RunLockError
 
 log = logging.getLogger(__name__)
 
+# The raw tables' primary keys refuse a second row of a key: a window never loaded before can be
+# COPY'd straight into its table, and a UniqueViolation sends the load to staging and upsert.
+ENFORCES_KEYS = True
+
 
 def connect(settings: config.PostgresSettings | None = None):
     settings = settings or config.postgres()
@@ -256,6 +260,48 @@ def upsert_from_staging(cur, entity: Entity, run_id: str, files: list[tuple[str,
         params,
     )
     return distinct, updated + cur.rowcount
+
+
+def prepare_upsert(conn, entity: Entity) -> None:
+    """Nothing to prepare: PostgreSQL's DDL is transactional, ``stage_files`` and
+    ``insert_rejects`` create their temporary tables inside the load's transaction."""
+
+
+def upsert_watermark(cur, entity: Entity, watermark, run_id: str) -> None:
+    """Set the entity's watermark, never moving it backwards."""
+    cur.execute(
+        """
+        insert into ops.watermarks as w (pipeline, entity, watermark, run_id)
+        values (%s, %s, %s, %s)
+        on conflict (pipeline, entity) do update
+            set watermark = excluded.watermark, run_id = excluded.run_id, updated_at = now()
+            where excluded.watermark > w.watermark
+        """,
+        (entity.pipeline, entity.name, watermark, run_id),
+    )
+
+
+def upsert_run(cur, row: dict) -> None:
+    """Insert or update the ``ops.pipeline_runs`` row of ``row["run_id"]``: a value not given
+    (None) keeps the one recorded, ``error`` and ``finished_at`` are always the latest."""
+    columns = list(row)
+    kept = [c for c in columns if c not in ("run_id", "error")]
+    cur.execute(
+        sql.SQL(
+            "insert into ops.pipeline_runs as r ({columns}, finished_at)"
+            " values ({values}, now())"
+            " on conflict (run_id) do update set {kept},"
+            " error = excluded.error, finished_at = excluded.finished_at"
+        ).format(
+            columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            values=sql.SQL(", ").join(sql.Placeholder(c) for c in columns),
+            kept=sql.SQL(", ").join(
+                sql.SQL("{0} = coalesce(excluded.{0}, r.{0})").format(sql.Identifier(c))
+                for c in kept
+            ),
+        ),
+        row,
+    )
 
 
 def prepare_file_load(conn, entity: Entity) -> None:

@@ -2,8 +2,9 @@
 (PUT to a stage + COPY INTO), with the same functions as ``warehouse.postgres``.
 
 Snowflake commits on every DDL statement, so what a load needs of DDL (a temporary stage and
-temporary staging tables) is created by ``prepare_file_load`` before the load's transaction
-begins; inside it there is only PUT, COPY INTO and DML, which commit or roll back together.
+temporary staging tables) is created by ``prepare_file_load`` (``prepare_upsert``) before the
+load's transaction begins; inside it there is only PUT, COPY INTO and DML, which commit or roll
+back together.
 
 Identifiers come from the entity declarations (checked against a strict pattern here) and are
 double-quoted upper case, which is how Snowflake stores unquoted names; values are always
@@ -12,15 +13,20 @@ bound parameters.
 
 from __future__ import annotations
 
+import csv
 import logging
 import re
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
+import orjson
+
 from mage_project import config
 from mage_project.entities import Entity
+from mage_project.landing import csv_line
 from mage_project.warehouse import RunLockError
 
 log = logging.getLogger(__name__)
@@ -178,3 +184,262 @@ def _copy_valid_rows(cur, entity: Entity, key: str, checksum: str, path: Path) -
     append = (f"insert into {ident(entity.schema, entity.table)} ({data}, {lineage})"  # noqa: S608
               f" select {data}, %s, %s, {ident('_row_number')} from {staged}")
     cur.execute(append, (key, checksum))
+
+
+# --- the upsert path (user_activity_ingest): latest delivery of a key wins ---------------------
+#
+# Snowflake enforces no primary key, so there is no fast path of COPY straight into the table
+# (PostgreSQL's, which a duplicate key sends back to staging): every load stages its files,
+# keeps the latest delivery of each key, updates the keys whose values changed and inserts the
+# new ones, all in the load's transaction and under the pipeline's write lock.
+#
+# Why UPDATE ... FROM + INSERT ... WHERE NOT EXISTS and not one MERGE: fakesnow 0.12.1 runs a
+# MERGE as CREATE TEMPORARY TABLE merge_candidates + DML, and its CREATE TABLE bookkeeping
+# writes to a second DuckDB database, which DuckDB refuses inside a transaction that has
+# already written (the write lock's update is the first statement): the MERGE answers HTTP 500.
+# Both statements are plain Snowflake SQL; under the write lock they do what the MERGE would.
+ENFORCES_KEYS = False
+
+# The delivery order of the staged rows: the file's position in the run, and the row's position
+# in the whole run (files in order, rows in file order). COPY cannot number rows without a
+# transformation (fakesnow runs none), so stage_files writes both into the files it stages.
+_FILE_NO, _SEQ = "_file_no", "_seq"
+_REJECT_COLUMNS = ("run_id", "source_file", "row_number", "reason", "raw_payload")
+
+
+def _files_table(entity: Entity) -> str:
+    return ident(f"stage_{entity.table}_files")
+
+
+def _rejects_staging_table(entity: Entity) -> str:
+    return ident(f"stage_{entity.rejects_table}")
+
+
+def _json_columns(entity: Entity) -> list[int]:
+    return [i for i, c in enumerate(entity.columns) if c.pg_type == "jsonb"]
+
+
+def prepare_upsert(conn, entity: Entity) -> None:
+    """The DDL an upsert load needs, before its transaction: an empty temporary stage, the
+    staging table (JSON columns as text, converted by ``upsert_from_staging``), the table of the
+    run's files and the rejects' staging table."""
+    cur = conn.cursor()
+    # Temporary objects live in the session's current schema (fakesnow refuses them qualified).
+    cur.execute(f"use schema {ident(entity.schema)}")
+    columns = ", ".join(
+        f"{ident(c.name)} {'varchar' if c.pg_type == 'jsonb' else _TYPES[c.pg_type]}"
+        for c in entity.columns
+    )
+    cur.execute(f"create or replace temporary stage {ident(STAGE)}")
+    cur.execute(f"create or replace temporary table {_staging_table(entity)}"
+                f" ({columns}, {ident(_FILE_NO)} number(10,0), {ident(_SEQ)} number(19,0))")
+    cur.execute(f"create or replace temporary table {_files_table(entity)}"
+                f" ({ident(_FILE_NO)} number(10,0), {ident('_source_file')} varchar)")
+    cur.execute(f"create or replace temporary table {_rejects_staging_table(entity)}"
+                " (run_id varchar, source_file varchar, row_number number(19,0), reason varchar,"
+                " raw_payload varchar)")
+
+
+def _write_staged(entity: Entity, source: Path, target: Path, file_no: int, first_seq: int) -> int:
+    """Copy a validated file to ``target`` with its delivery order; returns the rows written.
+
+    Streams row by row. An empty field, quoted or not, is written as NULL (as PostgreSQL's COPY
+    reads it with force_null); a JSON value is written with its keys sorted and a repeated key
+    kept once (the last, as jsonb keeps it: parse_json refuses repeated keys).
+    """
+    json_columns = _json_columns(entity)
+    seq = first_seq
+    with (
+        open(source, encoding="utf-8", newline="") as src,
+        open(target, "w", encoding="utf-8", newline="") as out,
+    ):
+        reader = csv.reader(src, strict=True)
+        header = next(reader, None)
+        if header != entity.column_names:
+            raise ValueError(f"{source} has header {header}, expected {entity.column_names}")
+        out.write(csv_line([*header, _FILE_NO, _SEQ]))
+        for row in reader:
+            values = [value or None for value in row]
+            for i in json_columns:
+                if values[i] is not None:
+                    values[i] = orjson.dumps(orjson.loads(values[i]),
+                                             option=orjson.OPT_SORT_KEYS).decode()
+            seq += 1
+            out.write(csv_line([*values, str(file_no), str(seq)]))
+    return seq - first_seq
+
+
+def _copy_folder(cur, table: str, columns: list[str], folder: str, expected: int) -> None:
+    """COPY every file PUT under ``folder`` of the stage into ``table``; all rows or an error."""
+    cur.execute(f"copy into {table} ({', '.join(ident(c) for c in columns)})"
+                f" from @{ident(STAGE)}/{folder}/ file_format = ({_CSV_FORMAT})"
+                " on_error = abort_statement")
+    names = [d[0].lower() for d in cur.description]
+    loaded = sum(row[names.index("rows_loaded")] or 0 for row in cur.fetchall())
+    if loaded != expected:  # e.g. a file skipped as loaded before: never silently fewer rows
+        raise RuntimeError(f"COPY INTO {table} loaded {loaded} rows of {expected}")
+
+
+def stage_files(cur, entity: Entity, files: list[tuple[str, Path]]) -> int:
+    """PUT the files to the temporary stage with their delivery order and COPY them into the
+    staging table. Returns the rows staged.
+
+    ``files`` are (landing key, validated file) in delivery order; ``_file_no`` is a file's
+    position in it, ``_seq`` a row's position in the run.
+    """
+    staged = 0
+    with tempfile.TemporaryDirectory(prefix="snowflake-stage-", dir=config.work_dir()) as tmp:
+        for file_no, (_key, path) in enumerate(files):
+            target = Path(tmp) / f"part-{file_no:05d}.csv"
+            rows = _write_staged(entity, Path(path), target, file_no, staged)
+            if rows == 0:
+                target.unlink()  # a file of no rows costs no PUT (nor COPY's header-only case)
+            staged += rows
+        if staged:
+            _put(cur, Path(tmp) / "part-*.csv", entity.table)
+    if staged:
+        _copy_folder(cur, _staging_table(entity), [*entity.column_names, _FILE_NO, _SEQ],
+                     entity.table, staged)
+    if files:
+        insert = (f"insert into {_files_table(entity)}"  # noqa: S608 - ident() names only
+                  f" ({ident(_FILE_NO)}, {ident('_source_file')}) values (%s, %s)")
+        cur.executemany(insert, [(file_no, key) for file_no, (key, _path) in enumerate(files)])
+    return staged
+
+
+def upsert_from_staging(cur, entity: Entity, run_id: str, files: list[tuple[str, Path]],
+                        staged: int) -> tuple[int, int]:
+    """Upsert the staged rows into the entity's table, the latest delivery of each key winning.
+
+    A key whose values did not change is left alone, so re-running a window changes no row.
+    Returns (distinct keys staged, rows inserted or changed). The caller holds the pipeline's
+    write lock, so no other run writes the same keys meanwhile.
+    """
+    stage, key = _staging_table(entity), ident(entity.primary_key)
+    seq = ident(_SEQ)
+    # Earlier deliveries of a key delivered more than once in this run lose to the latest.
+    # (Here and below: names from ident() only, values bound.)
+    cur.execute(
+        f"delete from {stage} as s using ("  # noqa: S608
+        f" select {key}, max({seq}) as last_seq from {stage} group by {key} having count(*) > 1"
+        f") as d where s.{key} = d.{key} and s.{seq} < d.last_seq"
+    )
+    distinct = staged - cur.rowcount
+    if distinct == 0:
+        return 0, 0
+    target = ident(entity.schema, entity.table)
+    others = [ident(c) for c in entity.column_names if c != entity.primary_key]
+    data = [ident(c) for c in entity.column_names]
+    json_columns = {entity.column_names[i] for i in _json_columns(entity)}
+    source_file = ident("_source_file")
+    # The staged rows as the table's types, with the name of the file each came from.
+    select = ", ".join(f"parse_json(st.{ident(c)}) as {ident(c)}" if c in json_columns
+                       else f"st.{ident(c)}" for c in entity.column_names)
+    source = (f"(select {select}, f.{source_file} from {stage} as st"  # noqa: S608
+              f" join {_files_table(entity)} as f on f.{ident(_FILE_NO)} = st.{ident(_FILE_NO)})")
+    changed = " or ".join(f"t.{c} is distinct from s.{c}" for c in others)
+    update = (
+        f"update {target} as t set {', '.join(f'{c} = s.{c}' for c in others)},"  # noqa: S608
+        f" {ident('_run_id')} = %(run_id)s, {ident('_loaded_at')} = current_timestamp(),"
+        f" {source_file} = s.{source_file}"
+        f" from {source} as s where t.{key} = s.{key} and ({changed})"
+    )
+    cur.execute(update, {"run_id": run_id})
+    updated = cur.rowcount
+    insert = (
+        f"insert into {target} ({', '.join(data)}, {ident('_run_id')},"  # noqa: S608
+        f" {ident('_loaded_at')}, {source_file})"
+        f" select {', '.join(f's.{c}' for c in data)}, %(run_id)s, current_timestamp(),"
+        f" s.{source_file} from {source} as s"
+        f" where not exists (select 1 from {target} as t where t.{key} = s.{key})"
+    )
+    cur.execute(insert, {"run_id": run_id})
+    return distinct, updated + cur.rowcount
+
+
+def insert_rejects(cur, entity: Entity, paths: list[Path]) -> int:
+    """Add the rejects files to the entity's rejects table, one row per distinct record
+    (``payload_md5``); a record already there is kept. Returns the number of new reject rows."""
+    rows = 0
+    with tempfile.TemporaryDirectory(prefix="snowflake-stage-", dir=config.work_dir()) as tmp:
+        combined = Path(tmp) / "rejects.csv"
+        with open(combined, "w", encoding="utf-8", newline="") as out:
+            out.write(csv_line(_REJECT_COLUMNS))
+            for path in paths:
+                with open(path, encoding="utf-8", newline="") as src:
+                    reader = csv.reader(src, strict=True)
+                    header = next(reader, None)
+                    if header is None:
+                        continue
+                    if tuple(header) != _REJECT_COLUMNS:
+                        raise ValueError(f"{path} has header {header}, expected {_REJECT_COLUMNS}")
+                    for row in reader:
+                        out.write(csv_line(row))
+                        rows += 1
+        if rows == 0:  # nothing to PUT (and COPY cannot read a header-only file on fakesnow)
+            return 0
+        _put(cur, combined, entity.rejects_table)
+    stage = _rejects_staging_table(entity)
+    _copy_folder(cur, stage, list(_REJECT_COLUMNS), entity.rejects_table, rows)
+    cols = ", ".join(ident(c) for c in _REJECT_COLUMNS)
+    target = ident(entity.schema, entity.rejects_table)
+    md5 = f"md5(s.{ident('raw_payload')})"
+    cur.execute(
+        f"insert into {target} ({ident('payload_md5')}, {cols})"  # noqa: S608 - ident() names
+        f" select {md5}, {', '.join(f's.{ident(c)}' for c in _REJECT_COLUMNS)} from {stage} as s"
+        f" where not exists (select 1 from {target} as t where t.{ident('payload_md5')} = {md5})"
+        f" qualify row_number() over (partition by {md5}"
+        f" order by s.{ident('source_file')}, s.{ident('row_number')}) = 1"
+    )
+    return cur.rowcount
+
+
+def upsert_watermark(cur, entity: Entity, watermark, run_id: str) -> None:
+    """Set the entity's watermark, never moving it backwards. Update, else insert: the caller
+    holds the pipeline's write lock (and fakesnow runs no MERGE inside a transaction)."""
+    key = (entity.pipeline, entity.name)
+    cur.execute(
+        "update ops.watermarks set watermark = %s, run_id = %s, updated_at = current_timestamp()"
+        " where pipeline = %s and entity = %s and watermark < %s",
+        (watermark, run_id, *key, watermark),
+    )
+    if cur.rowcount:
+        return
+    cur.execute("select 1 from ops.watermarks where pipeline = %s and entity = %s", key)
+    if cur.fetchone() is None:
+        cur.execute("insert into ops.watermarks (pipeline, entity, watermark, run_id)"
+                    " values (%s, %s, %s, %s)", (*key, watermark, run_id))
+
+
+# ops.pipeline_runs columns that are not text, for the casts of their bound values.
+_RUN_TYPES = {"window_start": "timestamp_tz", "window_end": "timestamp_tz",
+              "started_at": "timestamp_tz", "duration_seconds": "float",
+              "rows_fetched": "number(19,0)", "rows_loaded": "number(19,0)",
+              "rows_rejected": "number(19,0)", "rows_duplicate": "number(19,0)",
+              "rows_changed": "number(19,0)"}
+
+
+def upsert_run(cur, row: dict) -> None:
+    """Insert or update the ``ops.pipeline_runs`` row of ``row["run_id"]``: a value not given
+    (None) keeps the one recorded, ``error`` and ``finished_at`` are always the latest.
+
+    Update, else insert: one run's row is written by that run, then maybe by its failure
+    callback, never by two processes at once.
+    """
+    columns = list(row)
+    name = {c: ident(c) for c in columns}
+    value = {c: f"%({c})s::{_RUN_TYPES.get(c, 'varchar')}" for c in columns}
+    kept = ", ".join(f"{name[c]} = coalesce({value[c]}, {name[c]})" for c in columns
+                     if c not in ("run_id", "error"))
+    cur.execute(
+        f"update ops.pipeline_runs set {kept}, {name['error']} = {value['error']},"  # noqa: S608
+        f" finished_at = current_timestamp() where {name['run_id']} = {value['run_id']}",
+        row,
+    )
+    if cur.rowcount:
+        return
+    cur.execute(
+        f"insert into ops.pipeline_runs ({', '.join(name.values())}, finished_at)"  # noqa: S608
+        f" values ({', '.join(value.values())}, current_timestamp())",
+        row,
+    )
