@@ -74,9 +74,10 @@ def file_loads_reconcile(summary: dict) -> CheckResult:
 
 
 def dbt_build_passed(summary: dict) -> CheckResult:
-    """Every model built and every dbt test passed."""
+    """Every model built and every dbt test passed (or nothing needed building)."""
     bad = {k: v for k, v in summary["statuses"].items() if k not in ("success", "pass")}
-    return CheckResult("dbt_build_passed", summary["models"] > 0 and not bad,
+    built = summary["models"] > 0 or summary.get("up_to_date") is True
+    return CheckResult("dbt_build_passed", built and not bad,
                        {"models": summary["models"], "not_passed": bad},
                        {"models": "> 0", "not_passed": {}})
 
@@ -90,6 +91,9 @@ def raw_quality_passed(summary: dict) -> CheckResult:
 
 
 def marts_published(summary: dict) -> CheckResult:
-    """The audited marts were swapped in, after every dbt test passed."""
-    return CheckResult("marts_published", summary.get("published") is True,
-                       {"published": summary.get("published")}, {"published": True})
+    """The audited marts were swapped in, after every dbt test passed (or were up to date:
+    nothing they are built from changed since their last publish)."""
+    observed = {"published": summary.get("published"), "up_to_date": summary.get("up_to_date")}
+    return CheckResult("marts_published", summary.get("published") is True
+                       or summary.get("up_to_date") is True, observed,
+                       "published or up_to_date")

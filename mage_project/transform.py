@@ -81,7 +81,9 @@ def build(select: str | None = None, *, audit: bool = False) -> dict:
     if audit:
         args += ["--vars", json.dumps({"audit": True})]
         if select:
-            args += ["--select", f"{select} {PUBLISHED_SELECTOR}"]
+            # With their children: rebuilding a view drops the views on it (cascade) on
+            # PostgreSQL, so what depends on the selection is built again after it.
+            args += ["--select", f"{select}+ {PUBLISHED_SELECTOR}"]
     elif select:
         # cautious: a test that also reads a model outside the selection does not run.
         args += ["--select", select, "--indirect-selection", "cautious"]

@@ -17,6 +17,7 @@ Everything runs on the configured warehouse (``warehouse.writer()``), in portabl
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from contextlib import contextmanager
 
@@ -90,14 +91,47 @@ def _failure_message(results: list[quality.QualityResult]) -> str:
     return "\n".join(lines)
 
 
+def inputs_fingerprint(cur) -> str:
+    """What the marts are built from: the loaded file versions, the successful activity loads
+    and the dbt project's own files. Unchanged since the last publish: nothing to rebuild."""
+    cur.execute("select count(*), max(recorded_at) from ops.file_manifest where status = 'loaded'")
+    files = cur.fetchone()
+    cur.execute("select count(*), max(finished_at) from ops.pipeline_runs"
+                " where pipeline = 'user_activity_ingest' and status = 'success'")
+    activity = cur.fetchone()
+    digest = hashlib.sha256(repr((tuple(files), tuple(activity))).encode())
+    for path in sorted(p for p in transform.DBT_PROJECT.rglob("*")
+                       if p.is_file() and p.suffix in (".sql", ".yml")):
+        digest.update(str(path.relative_to(transform.DBT_PROJECT)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _last_published(cur) -> str | None:
+    cur.execute("select inputs_fingerprint from ops.marts_publications"
+                " order by published_at desc limit 1")
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
 def build_and_publish(run_id: str, select: str | None = None) -> dict:
     """Write-audit-publish of the marts: build and test them in the audit schema, store every
-    test result, publish when all passed. Raises (and publishes nothing) otherwise."""
+    test result, publish when all passed. Raises (and publishes nothing) otherwise.
+
+    When nothing they are built from changed since the last publish (and no ``select`` asks
+    for a build), the marts are up to date: nothing is built."""
     db = warehouse.writer()
     with db.connection() as conn:
         db.migrate(conn)
         with _publish_lock(conn):
             _require_gate_passed(db, conn)
+            with db.transaction(conn) as cur:
+                inputs = inputs_fingerprint(cur)
+                if not select and _last_published(cur) == inputs:
+                    log.info("%s: nothing the marts are built from changed since their last "
+                             "publish; not rebuilding them", PIPELINE)
+                    return {"models": 0, "tests": 0, "statuses": {}, "published": False,
+                            "up_to_date": True}
             try:
                 summary = transform.build(select, audit=True)
             except transform.DbtBuildError as exc:
@@ -106,6 +140,9 @@ def build_and_publish(run_id: str, select: str | None = None) -> dict:
             results = _store_tests(db, conn, run_id, summary)
             _require_gate_passed(db, conn)  # nothing loaded meanwhile that the gate has not seen
             transform.publish()
+            with db.transaction(conn) as cur:
+                cur.execute("insert into ops.marts_publications (run_id, inputs_fingerprint)"
+                            " values (%s, %s)", (run_id, inputs))
     log.info("%s: marts published after %d dbt tests passed", PIPELINE, summary["tests"])
     return {**{k: v for k, v in summary.items() if k != "test_results"},
             "quality": quality.summary(results), "published": True}

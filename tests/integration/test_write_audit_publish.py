@@ -119,3 +119,25 @@ def test_nothing_is_published_from_raw_data_the_gate_has_not_passed(warehouse):
     with pytest.raises(QualityGateFailed, match=r"4 loaded file version\(s\) have not passed"):
         build_and_publish("run-1")
     assert schemas(warehouse) == set()
+
+
+def test_a_run_with_nothing_new_does_not_rebuild_the_marts(warehouse):
+    land_and_gate(date(2026, 11, 1), date(2026, 11, 3), "run-1")
+    assert build_and_publish("run-1")["published"] is True
+    published = marts(warehouse)
+    oids = query(warehouse, "select relname, oid from pg_class where relnamespace = 'marts'::regnamespace"
+                            " order by 1")
+    # Nothing loaded since: the marts are up to date, the tables are the same ones.
+    assert load_new_files()["files"] == []
+    again = build_and_publish("run-2")
+    assert (again["published"], again["up_to_date"], again["models"]) == (False, True, 0)
+    assert query(warehouse, "select relname, oid from pg_class where relnamespace = 'marts'::regnamespace"
+                            " order by 1") == oids
+    assert marts(warehouse) == published
+    assert query(warehouse, "select count(*) from ops.quality_results where run_id = 'run-2'") == [(0,)]
+    # A new file version (or dbt_select) builds again.
+    land_and_gate(date(2026, 11, 3), date(2026, 11, 4), "run-3", snapshot=False)
+    assert build_and_publish("run-3")["published"] is True
+    assert build_and_publish("run-4", select="stg_crm__customers")["published"] is True
+    assert query(warehouse, "select run_id from ops.marts_publications order by published_at") == [
+        ("run-1",), ("run-3",), ("run-4",)]

@@ -24,7 +24,8 @@ final as (
         {{ utc_date('customers.signup_at') }} as signup_date,
         customers.utm_campaign,
         customer_payments.first_paid_at,
-        coalesce(customer_payments.lifetime_net_revenue, 0) as lifetime_net_revenue
+        cast(coalesce(customer_payments.lifetime_net_revenue, 0) as numeric(18, 2))
+            as lifetime_net_revenue
     from customers
     left join customer_payments on customer_payments.customer_id = customers.customer_id
 )

@@ -11,7 +11,7 @@ final as (
     select
         coalesce(spend.spend_date, signups.signup_date) as date,
         coalesce(spend.campaign, signups.campaign) as campaign,
-        coalesce(spend.spend, 0) as spend,
+        cast(coalesce(spend.spend, 0) as numeric(18, 2)) as spend,
         coalesce(spend.impressions, 0) as impressions,
         coalesce(spend.clicks, 0) as clicks,
         coalesce(signups.signups, 0) as signups

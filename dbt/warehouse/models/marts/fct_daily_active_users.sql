@@ -9,8 +9,10 @@ final as (
         count(distinct user_id) as active_users,
         count(distinct session_id) as sessions,
         count(*) as events,
-        count(*) filter (where event_type = 'purchase') as purchases,
-        coalesce(sum(amount) filter (where event_type = 'purchase'), 0) as purchase_amount
+        count(case when event_type = 'purchase' then 1 end) as purchases,
+        -- The same money type on every warehouse (Snowflake has no aggregate FILTER clause).
+        cast(coalesce(sum(case when event_type = 'purchase' then amount end), 0)
+            as numeric(18, 2)) as purchase_amount
     from events
     group by 1
 )

@@ -6,9 +6,10 @@ with payments as (
 final as (
     select
         paid_date as date,
-        sum(amount) as gross_revenue,
-        sum(case when is_refunded then amount else 0 end) as refunds,
-        sum(amount) - sum(case when is_refunded then amount else 0 end) as net_revenue,
+        -- Money as numeric(18, 2) on every warehouse, whatever type a sum has there.
+        cast(sum(amount) as numeric(18, 2)) as gross_revenue,
+        cast(sum(case when is_refunded then amount else 0 end) as numeric(18, 2)) as refunds,
+        cast(sum(case when is_refunded then 0 else amount end) as numeric(18, 2)) as net_revenue,
         count(distinct case when not is_refunded then customer_id end) as paying_customers
     from payments
     group by 1

@@ -97,3 +97,10 @@ create table if not exists ops.run_locks (
     locked_by   varchar,
     locked_at   timestamp_tz
 );
+
+-- Every publish of the marts, with a fingerprint of what they were built from.
+create table if not exists ops.marts_publications (
+    run_id             varchar not null,
+    inputs_fingerprint varchar not null,
+    published_at       timestamp_tz not null default current_timestamp()
+);
