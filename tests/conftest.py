@@ -37,12 +37,18 @@ _PROJECT_VARS = (
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch, tmp_path):
+def clean_environment(monkeypatch):
     for name in _PROJECT_VARS:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PROJECT_DATA_DIR", str(tmp_path / "data"))
+    # Not under pytest's tmp dirs, which another pytest session resets to mode 0700: a test
+    # that starts the embedded PostgreSQL in its data dir would lock out the server's user.
+    data = Path(tempfile.mkdtemp(prefix="mage-project-data-"))
+    monkeypatch.setenv("PROJECT_DATA_DIR", str(data))
     monkeypatch.setenv("ACTIVITY_API_BACKOFF_BASE", "0.01")
     monkeypatch.setenv("ACTIVITY_API_BACKOFF_MAX", "0.05")
+    yield
+    embedded.stop(data / "postgres")  # when a test started one there
+    shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
