@@ -204,6 +204,28 @@ def snowflake_warehouse(snowflake_server, monkeypatch):
     admin.close()  # fakesnow has no DROP DATABASE: its databases end with the server
 
 
+@pytest.fixture
+def simulator(monkeypatch):
+    """Start activity API simulators (support.SIM, with overrides) that the settings point at."""
+    from support import SIM
+
+    from mage_project.sources.activity_simulator import ActivitySimulator
+
+    def start(**overrides):
+        sim = ActivitySimulator(token="t0ken", **{**SIM, **overrides})
+        sim.__enter__()
+        started.append(sim)
+        monkeypatch.setenv("ACTIVITY_API_URL", sim.url)
+        monkeypatch.setenv("ACTIVITY_API_TOKEN", "t0ken")
+        monkeypatch.setenv("ACTIVITY_API_PAGE_SIZE", "250")
+        return sim
+
+    started = []
+    yield start
+    for sim in started:
+        sim.__exit__(None, None, None)
+
+
 def query(conn, statement: str, params=None) -> list[tuple]:
     with conn.cursor() as cur:
         cur.execute(statement, params)

@@ -106,3 +106,10 @@ class SmtpSink:
 
     def __exit__(self, *exc):
         self._controller.stop()
+
+
+def run_steps(**kwargs) -> dict:
+    """The ingestion pipeline's three steps in this process: fetch, validate, load."""
+    from mage_project.pipelines import user_activity
+
+    return user_activity.load(user_activity.validate(user_activity.fetch(**kwargs)))

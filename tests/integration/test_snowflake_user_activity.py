@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from support import END, SIM, START, expected_rows
+from support import END, START, expected_rows, run_steps
 
 from mage_project import config
 from mage_project.entities import USER_ACTIVITY
@@ -23,33 +23,11 @@ from mage_project.runs import (
     window_loaded_before,
     write_watermark,
 )
-from mage_project.sources.activity_simulator import ActivitySimulator
 from mage_project.warehouse import snowflake
 
 pytestmark = pytest.mark.integration
 
 LATER = datetime(2026, 11, 5, tzinfo=UTC)
-
-
-@pytest.fixture
-def simulator(monkeypatch):
-    def start(**overrides):
-        sim = ActivitySimulator(token="t0ken", **{**SIM, **overrides})
-        sim.__enter__()
-        started.append(sim)
-        monkeypatch.setenv("ACTIVITY_API_URL", sim.url)
-        monkeypatch.setenv("ACTIVITY_API_TOKEN", "t0ken")
-        monkeypatch.setenv("ACTIVITY_API_PAGE_SIZE", "250")
-        return sim
-
-    started = []
-    yield start
-    for sim in started:
-        sim.__exit__(None, None, None)
-
-
-def run_steps(**kwargs) -> dict:
-    return user_activity.load(user_activity.validate(user_activity.fetch(**kwargs)))
 
 
 def rows(conn, statement: str, params=None) -> list[tuple]:

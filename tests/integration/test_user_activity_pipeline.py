@@ -11,36 +11,15 @@ from datetime import UTC, datetime
 import psycopg2
 import pytest
 from conftest import query
-from support import END, SIM, START, expected_rows, loaded_rows
+from support import END, START, expected_rows, loaded_rows, run_steps
 
 from mage_project import config
 from mage_project.pipelines import user_activity
 from mage_project.sources.activity_api import ActivityApiError
-from mage_project.sources.activity_simulator import ActivitySimulator, FaultPlan
+from mage_project.sources.activity_simulator import FaultPlan
 from mage_project.warehouse import postgres
 
 pytestmark = pytest.mark.integration
-
-@pytest.fixture
-def simulator(monkeypatch):
-    def start(**overrides):
-        sim = ActivitySimulator(token="t0ken", **{**SIM, **overrides})
-        sim.__enter__()
-        started.append(sim)
-        monkeypatch.setenv("ACTIVITY_API_URL", sim.url)
-        monkeypatch.setenv("ACTIVITY_API_TOKEN", "t0ken")
-        monkeypatch.setenv("ACTIVITY_API_PAGE_SIZE", "250")
-        return sim
-
-    started = []
-    yield start
-    for sim in started:
-        sim.__exit__(None, None, None)
-
-
-def run_steps(**kwargs) -> dict:
-    return user_activity.load(user_activity.validate(user_activity.fetch(**kwargs)))
-
 
 def test_window_loads_every_valid_event_once_and_rejects_the_rest(warehouse, simulator):
     simulator()
