@@ -32,7 +32,8 @@ def failure_message(pipeline: str, run_id: str | None, error: str, details: dict
         "Error:",
         error,
         "",
-        "The run's writes were rolled back; re-running the same window is safe.",
+        "Each write of a run commits whole or not at all (a failed quality gate leaves the"
+        " marts as they were); re-running is safe.",
     ]
     msg.set_content("\n".join(lines))
     return msg
