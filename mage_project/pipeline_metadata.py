@@ -9,16 +9,21 @@ interactive runs small and would make every scheduled run a sample if it were co
 ``.gitattributes`` runs this module as git's clean filter on those files (``make setup``
 registers it), so git compares and commits the form Mage writes for a fresh project, while the
 editor keeps its state in the working tree. The rest (blocks, graph, settings, variables) is
-kept, in Mage's own YAML layout.
+kept, in Mage's own YAML layout. When the editor stops, ``refresh_git_index`` tells git's index
+that the files Mage rewrote hold no change, so ``git status`` does not list them.
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import yaml
 
 BLOCK_GROUPS = ("blocks", "callbacks", "conditionals", "widgets")
+METADATA_FILES = ":(glob)pipelines/*/metadata.yaml"  # git's pathspec: one folder deep
 EDITOR_ONLY_VARIABLES = ("sample_rows",)
 
 
@@ -44,6 +49,32 @@ def committed_form(text: str) -> str:
         if name in variables:
             variables[name] = None
     return yaml.dump(meta, allow_unicode=True)  # the call Mage's Pipeline.save makes
+
+
+def refresh_git_index(project: Path) -> list[str]:
+    """``git add`` each tracked ``pipelines/*/metadata.yaml`` of ``project`` whose committed form
+    equals git's index; returns those files (relative to ``project``).
+
+    Git's index keeps each file's size, and a file whose size changed counts as modified for
+    ``git status`` without being read: it lists Mage's rewrites, although the clean filter takes
+    them back out and ``git diff`` shows nothing. ``git add`` reads the file through the filter,
+    stages the same content again and records the new size. A file with a real change (or a
+    merge conflict) is not staged. Outside a git checkout, or without git, nothing is done.
+    """
+    git = shutil.which("git")
+    if git is None:
+        return []
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([git, *args], cwd=project, capture_output=True, text=True, check=False)
+
+    if run("rev-parse", "--is-inside-work-tree").stdout.strip() != "true":
+        return []
+    tracked = dict.fromkeys(run("ls-files", "-z", "--", METADATA_FILES).stdout.split("\0"))
+    return [path for path in tracked if path
+            # `git diff` compares the filtered file with the index: exit code 0 when equal.
+            and run("diff", "--quiet", "--no-ext-diff", "--", path).returncode == 0
+            and run("add", "--", path).returncode == 0]
 
 
 def main() -> int:

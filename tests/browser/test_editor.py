@@ -1,12 +1,18 @@
 """Mage's editor in a real browser: sign in, the pipelines, a pipeline's blocks, every block of
 ``user_activity_ingest`` run from the notebook in pipeline order (each output checked against the
 simulator's events and the warehouse), the triggers; and the session leaves the project's committed
-files as they were.
+files as they were, in git's status too once the editor stopped.
 
-One editor (``python -m mage_project editor``, what ``make editor`` starts: Mage's web server and
-scheduler) serves the module, on a fresh database of the embedded PostgreSQL and the activity API
-simulator, with Mage's state in temporary directories. One signed-in page walks through the
-steps in file order. Each step's screenshot and Mage's log are kept in ARTIFACTS.
+One editor (``python -m mage_project editor``, what ``make editor`` starts) serves the module, on a
+fresh database of the embedded PostgreSQL and the activity API simulator, with Mage's state in
+temporary directories. It runs Mage's web server without its scheduler (INSTANCE_TYPE=web_server),
+so no trigger of the project starts a run beside the notebook's (the daily ingest's missed slot
+between 00:00 and 02:00 UTC would load a window of its own into the same warehouse and move the
+watermark the notebook's window starts from; the ELT's file sensor polls every five minutes). The
+triggers page reads Mage's database, which the scheduler fills from triggers.yaml: the module does
+that one step of the scheduler, with Mage's own function, and starts nothing. One signed-in page
+walks through the steps in file order; the last test stops the editor. Each step's screenshot and
+Mage's log are kept in ARTIFACTS.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -32,8 +37,9 @@ import yaml
 from conftest import _PROJECT_VARS, ROOT, _admin
 from playwright.sync_api import expect, sync_playwright
 from psycopg2 import sql
-from support import SIM, expected_rows, free_port
+from support import SIM, expected_rows, free_port, stop_group
 
+from mage_project.pipeline_metadata import refresh_git_index
 from mage_project.sources.activity_simulator import ActivitySimulator, generate_events
 
 pytestmark = pytest.mark.browser
@@ -52,6 +58,25 @@ PROJECT_PATHS = ("metadata.yaml", "io_config.yaml", "pipelines", "data_loaders",
 PIPELINE, LOADER = "user_activity_ingest", "fetch_activity_user_activity"
 VALIDATOR, EXPORTER = "validate_activity_user_activity", "load_postgres_user_activity"
 PLAY_ICON = "path[d^='M8 4.13397']"  # the triangle of a block's "Run block" button
+# The first step of each loop of Mage's scheduler (mage_ai.orchestration.pipeline_scheduler's
+# schedule_all), alone: every pipeline's triggers.yaml into Mage's database. In the editor's
+# environment, so it reaches the database the editor's web server reads.
+SYNC_TRIGGERS = """
+from mage_project import config
+from mage_project.cli import prepare_mage_environment
+
+prepare_mage_environment()
+from mage_ai.settings.repo import set_repo_path
+
+set_repo_path(str(config.PROJECT_ROOT))
+from mage_ai.data_preparation.models.pipeline import Pipeline
+from mage_ai.orchestration.db import db_connection
+from mage_ai.orchestration.pipeline_scheduler import sync_schedules
+
+db_connection.start_session()
+sync_schedules(list(Pipeline.get_all_pipelines_all_projects(
+    str(config.PROJECT_ROOT), disable_pipelines_folder_creation=True)))
+"""
 
 expect.set_options(timeout=60_000)
 
@@ -109,6 +134,11 @@ class Editor:
     url: str
     before: ProjectState  # the project's files when the editor started
     database: dict[str, str]  # its warehouse's POSTGRES_* settings
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        """Stop it as Ctrl-C or a signal to its process group does; once stopped, nothing."""
+        stop_group(self.process, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +155,13 @@ def database(pg_server):
     admin.close()
 
 
-def wait_for_status(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+def wait_for_status(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> dict:
+    """Mage's /api/status, once it answers."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(f"{url}/api/status", timeout=5):
-                return
+            with urllib.request.urlopen(f"{url}/api/status", timeout=5) as response:
+                return json.load(response)["statuses"][0]
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"Mage's editor did not answer on {url}/api/status; its log:\n"
@@ -138,9 +169,18 @@ def wait_for_status(url: str, proc: subprocess.Popen, log: Path, timeout: float 
             time.sleep(1)
 
 
+def sync_triggers(env: dict[str, str]) -> None:
+    result = subprocess.run([sys.executable, "-c", SYNC_TRIGGERS], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode:
+        pytest.fail(f"syncing triggers.yaml into Mage's database failed:\n{result.stdout[-2000:]}"
+                    f"\n{result.stderr[-4000:]}", pytrace=False)
+
+
 @pytest.fixture(scope="module")
 def editor(database, tmp_path_factory):
-    """``python -m mage_project editor`` on a free port; the project's files put back after."""
+    """``python -m mage_project editor`` on a free port, its web server alone, the triggers
+    synced; the project's files put back after."""
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
     tmp = tmp_path_factory.mktemp("editor")
@@ -149,7 +189,7 @@ def editor(database, tmp_path_factory):
     log = ARTIFACTS / "editor.log"
     with ActivitySimulator(token="browser-token", **SIM) as api, open(log, "w") as out:
         env = {name: value for name, value in os.environ.items() if name not in _PROJECT_VARS}
-        env.update(**database, **OWNER, PROJECT_DATA_DIR=str(tmp / "data"),
+        env.update(**database, **OWNER, INSTANCE_TYPE="web_server", PROJECT_DATA_DIR=str(tmp / "data"),
                    MAGE_DATA_DIR=str(tmp / "mage"), MAGE_EDITOR_PORT=str(port),
                    ACTIVITY_API_URL=api.url, ACTIVITY_API_TOKEN="browser-token")
         # Its own process group: Mage starts workers that must stop with it.
@@ -158,17 +198,18 @@ def editor(database, tmp_path_factory):
                                 start_new_session=True)
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_for_status(url, proc, log)
-            yield Editor(url, before, database)
+            status = wait_for_status(url, proc, log)
+            if status["scheduler_status"] != "stopped":
+                pytest.fail(f"the editor's Mage runs its scheduler, which starts the project's "
+                            f"triggers: {status}", pytrace=False)
+            sync_triggers(env)
+            yield Editor(url, before, database, proc)
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            # Never leave the tree dirty, whatever Mage wrote (the last test reports it).
+            stop_group(proc, timeout=60)
+            # Never leave the tree dirty, whatever Mage wrote (the last tests report it), nor
+            # git's index stale for the files put back (as make editor leaves it).
             before.restore()
+            refresh_git_index(ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -381,8 +422,8 @@ def test_running_the_exporter_loads_the_warehouse(page, editor):
     block_tests_passed(page, EXPORTER)
     save_output(page, EXPORTER, "rows_loaded")
 
-    # The warehouse holds the window's valid events, each once (Mage's scheduler, which the
-    # editor starts too, may have loaded its latest missed slot into the same database).
+    # The warehouse holds the window's valid events, each once, and nothing else: no trigger
+    # ran beside the notebook.
     settings = editor.database
     conn = psycopg2.connect(host=settings["POSTGRES_HOST"], port=settings["POSTGRES_PORT"],
                             user=settings["POSTGRES_USER"], dbname=settings["POSTGRES_DBNAME"])
@@ -391,16 +432,19 @@ def test_running_the_exporter_loads_the_warehouse(page, editor):
             cur.execute("select event_id from raw.user_activity"
                         " where occurred_at >= %s and occurred_at < %s", (start, end))
             loaded = [event_id for (event_id,) in cur.fetchall()]
-            cur.execute("select status, rows_loaded from ops.pipeline_runs where run_id = %s",
-                        (summary["run_id"],))
-            run = cur.fetchall()
+            cur.execute("select count(*) from raw.user_activity")
+            [(total,)] = cur.fetchall()
+            cur.execute("select run_id, status, rows_loaded from ops.pipeline_runs")
+            runs = cur.fetchall()
     finally:
         conn.close()
     assert len(loaded) == len(set(loaded)) == counts["rows_loaded"], (
         f"raw.user_activity holds {len(loaded)} rows ({len(set(loaded))} distinct events) in "
         f"[{start}, {end}), where the exporter loaded {counts['rows_loaded']}")
     assert set(loaded) == set(rows), "raw.user_activity's events are not the window's valid ones"
-    assert run == [("success", counts["rows_loaded"])], f"ops.pipeline_runs for the run: {run}"
+    assert total == len(loaded), f"raw.user_activity holds {total - len(loaded)} rows outside the window"
+    assert runs == [(summary["run_id"], "success", counts["rows_loaded"])], (
+        f"ops.pipeline_runs should hold the notebook's run alone: {runs}")
 
 
 def test_triggers_page_shows_the_pipelines_trigger(page):
@@ -420,3 +464,18 @@ def test_editor_session_leaves_the_committed_files_clean(editor):
     assert (after.status, after.diff) == (editor.before.status, editor.before.diff), (
         f"the editor session changed what git sees of the project's files (Mage rewrote "
         f"{rewritten}):\n{after.status}\n{after.diff[-4000:]}")
+
+
+def test_stopping_the_editor_leaves_git_status_as_it_was(editor):
+    """When Mage stops, ``make editor`` refreshes git's index (pipeline_metadata.refresh_git_index),
+    so `git status` no longer lists the metadata.yaml files Mage rewrote without a change git
+    keeps (the clean filter takes their editor state out). Stops the editor: the last step."""
+    rewritten = [path for path in editor.before.rewritten() if path.endswith("/metadata.yaml")]
+    assert rewritten, "Mage rewrote no pipeline's metadata.yaml: the session ran no block"
+    editor.stop()
+    status = git("status", "--porcelain", "--", *rewritten)
+    before = "".join(line for line in editor.before.status.splitlines(keepends=True)
+                     if line[3:].rstrip("\n") in rewritten)
+    assert status == before, (
+        f"after the editor stopped, `git status` lists what it did not before the session (the "
+        f"clean filter is registered by `make setup`):\n{status}{git('diff', '--', *rewritten)}")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ from conftest import ROOT, query
 from deployment import CONTAINER_PROJECT, compose, dashboard_metrics_by_job, option
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg2 import sql
-from support import free_port
+from support import free_port, stop_group
 
 pytestmark = pytest.mark.e2e
 
@@ -138,25 +137,6 @@ def wait_until_serving(service: Service, deadline: float) -> None:
             time.sleep(0.5)
 
 
-def stop(service: Service) -> None:
-    """SIGTERM to the service's process group (Mage's scheduler and workers too); SIGKILL if it stays."""
-    group = service.process.pid
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        service.process.poll()  # reap the leader: only the rest of the group may keep it alive
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)
-    service.process.wait()
-
-
 def trigger_files() -> dict[Path, bytes]:
     return {path: path.read_bytes() for path in sorted(ROOT.glob("pipelines/*/triggers.yaml"))}
 
@@ -208,7 +188,7 @@ def stack(pg_server, tmp_path_factory):
         yield Stack(services, mage_db, warehouse_db, root / "mage", triggers_before)
     finally:
         for service in services.values():
-            stop(service)
+            stop_group(service.process)  # Mage's scheduler and workers too
         drop_database(pg_server, mage_db)
         drop_database(pg_server, warehouse_db)
 

@@ -125,7 +125,7 @@ def test_editor_starts_on_loopback_with_the_project(warehouse, tmp_path):
     import time
     import urllib.request
 
-    from support import free_port
+    from support import free_port, stop_group
 
     port = free_port()
     log = tmp_path / "editor.log"
@@ -146,5 +146,4 @@ def test_editor_starts_on_loopback_with_the_project(warehouse, tmp_path):
         assert status == 200, log.read_text()[-3000:]
         assert f"Mage editor: http://127.0.0.1:{port}" in log.read_text()
     finally:
-        os.killpg(editor.pid, signal.SIGTERM)
-        editor.wait(timeout=60)
+        stop_group(editor, timeout=60)
