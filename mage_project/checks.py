@@ -5,6 +5,8 @@ A check states what it compared, so a failing test explains itself in Mage's out
 
 from __future__ import annotations
 
+import json
+import shlex
 from dataclasses import dataclass
 
 from mage_project.landing import LandingZone
@@ -88,6 +90,17 @@ def raw_quality_passed(summary: dict) -> CheckResult:
                        not summary["failed_error"] and summary["stored"] == summary["checks"],
                        {"failed_error": summary["failed_error"], "stored": summary["stored"]},
                        {"failed_error": [], "stored": summary["checks"]})
+
+
+def marts_build_planned(plan: dict) -> CheckResult:
+    """Up to date, or a build into the audit schema with artifacts in the run's own target path."""
+    args = shlex.split(plan["dbt_args"])
+    audit = "--vars" in args and json.loads(args[args.index("--vars") + 1]).get("audit") is True
+    own_target = args[args.index("--target-path") + 1] == plan["target_path"] \
+        if "--target-path" in args else False
+    observed = {"up_to_date": plan["up_to_date"], "audit": audit, "own_target_path": own_target}
+    return CheckResult("marts_build_planned", plan["up_to_date"] is True or (audit and own_target),
+                       observed, "up_to_date, or audit and own_target_path")
 
 
 def marts_published(summary: dict) -> CheckResult:

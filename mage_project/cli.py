@@ -14,7 +14,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-from mage_project import config
+from mage_project import config, transform
 
 log = logging.getLogger("mage_project")
 
@@ -48,11 +48,26 @@ def run_pipeline(pipeline_uuid: str, variables: dict) -> None:
     from mage_ai.orchestration.db import db_connection
 
     db_connection.start_session()
+    # Mage's dbt block renders dbt's profile from this process's environment.
+    os.environ.update(transform.warehouse_environment())
     pipeline = Pipeline.get(pipeline_uuid, repo_path=str(config.PROJECT_ROOT))
     global_vars = {**(get_global_variables(pipeline_uuid) or {}), **variables}
+    skipped: set[str] = set()
     for block_uuid in dependency_order(
         {uuid: block.upstream_block_uuids for uuid, block in pipeline.blocks_by_uuid.items()}
     ):
+        block = pipeline.blocks_by_uuid[block_uuid]
+        if skipped.intersection(block.upstream_block_uuids) or not all(
+            condition.execute_conditional(block, execution_partition=variables["run_id"],
+                                          global_vars=global_vars)
+            for condition in block.conditional_blocks
+        ):
+            # As the scheduler does: a block whose condition is false is skipped, and so is
+            # everything downstream of it; the run still succeeds.
+            log.info("%s: %s skipped (its condition is false or an upstream block was skipped)",
+                     pipeline_uuid, block_uuid)
+            skipped.add(block_uuid)
+            continue
         ExecutorFactory.get_block_executor(
             pipeline, block_uuid, execution_partition=variables["run_id"]
         ).execute(analyze_outputs=False, global_vars=global_vars, update_status=False)
@@ -157,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--run-id", help=argparse.SUPPRESS)
     sub.add_parser("demo", help="serve the simulator and ingest the last 3 days")
     sub.add_parser("editor", help="Mage's editor on http://127.0.0.1:6789 for this project")
+    sub.add_parser("dbt", help="dbt ARGS on the project and the configured warehouse")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["dbt"]:  # everything after it is dbt's
+        return transform.dbt_command(argv[1:])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "run":

@@ -241,6 +241,12 @@ def run_lock_timeout_seconds() -> float:
     return _number("RUN_LOCK_TIMEOUT_SECONDS", 300.0, minimum=0)
 
 
+def marts_build_lease_seconds() -> float:
+    """How long a run that started building the marts holds them before another run may take
+    over (it gives them up sooner when it publishes or fails): the bound on a killed run."""
+    return _number("MARTS_BUILD_LEASE_SECONDS", 10800.0, minimum=60)
+
+
 @dataclass(frozen=True)
 class SmtpSettings:
     host: str | None

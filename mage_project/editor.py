@@ -1,9 +1,10 @@
 """``make editor``: Mage's editor for this project on http://127.0.0.1:6789.
 
 On the embedded defaults: the embedded PostgreSQL (its settings exported for io_config.yaml's
-profile), and the activity API simulator when ACTIVITY_API_URL is unset. Login is on; the
+profile and dbt's), and the activity API simulator when ACTIVITY_API_URL is unset. Login is on; the
 first owner comes from DEFAULT_OWNER_EMAIL / DEFAULT_OWNER_USERNAME / DEFAULT_OWNER_PASSWORD
-(documented local defaults, for a laptop only).
+(documented local defaults, for a laptop only). When Mage stops, git's index is refreshed for the
+pipelines' metadata.yaml files it rewrote without a change git keeps (see pipeline_metadata).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mage_project import config
+from mage_project import config, transform
 from mage_project.cli import prepare_mage_environment
+from mage_project.pipeline_metadata import refresh_git_index
 
 LOCAL_OWNER = {
     "DEFAULT_OWNER_EMAIL": "admin@localhost",
@@ -25,16 +27,9 @@ LOCAL_OWNER = {
 
 
 def editor_environment() -> dict:
-    env = dict(os.environ)
-    settings = config.postgres()
-    env.update(
-        POSTGRES_HOST=settings.host,
-        POSTGRES_PORT=str(settings.port),
-        POSTGRES_DBNAME=settings.dbname,
-        POSTGRES_USER=settings.user,
-    )
-    if settings.password:
-        env["POSTGRES_PASSWORD"] = settings.password
+    """Mage's environment: the warehouse's settings resolved (Mage's dbt block and io_config.yaml
+    read them from it) and the local owner unless one is set."""
+    env = {**os.environ, **transform.warehouse_environment()}
     for name, value in LOCAL_OWNER.items():
         env.setdefault(name, value)
     return env
@@ -62,3 +57,5 @@ def main() -> int:
         except KeyboardInterrupt:
             proc.terminate()
             return proc.wait()
+        finally:
+            refresh_git_index(config.PROJECT_ROOT)

@@ -5,53 +5,81 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
+
+import jinja2
 
 from mage_project import config
 
 DBT_PROJECT = config.PROJECT_ROOT / "dbt" / "warehouse"
 
 
-def dbt_environment() -> dict:
-    """The environment dbt's profiles.yml reads: the target WAREHOUSE names and its settings
-    (for PostgreSQL, the resolved ones: the embedded server's when POSTGRES_HOST is unset)."""
-    env = dict(os.environ)
-    env.update(DBT_PROFILES_DIR=str(DBT_PROJECT), DBT_SEND_ANONYMOUS_USAGE_STATS="false",
-               DBT_TARGET=config.warehouse())
+def warehouse_environment() -> dict:
+    """The settings profiles.yml reads that may not be in the environment: for PostgreSQL, the
+    resolved ones (the embedded server's when POSTGRES_HOST is unset). Mage's dbt blocks read
+    them from the environment of the process that runs them: ``make editor`` and the project's
+    runner export them (a server's own settings need nothing)."""
     if config.warehouse() == "snowflake":
         config.snowflake()  # a missing setting fails here, naming the variable
-        return env
+        return {"WAREHOUSE": "snowflake"}
     settings = config.postgres()
-    env.update(
-        POSTGRES_HOST=settings.host,
-        POSTGRES_PORT=str(settings.port),
-        POSTGRES_USER=settings.user,
-        POSTGRES_DBNAME=settings.dbname,
-    )
+    env = {
+        "WAREHOUSE": "postgres",
+        "POSTGRES_HOST": settings.host,
+        "POSTGRES_PORT": str(settings.port),
+        "POSTGRES_USER": settings.user,
+        "POSTGRES_DBNAME": settings.dbname,
+    }
     if settings.password:
         env["POSTGRES_PASSWORD"] = settings.password
     return env
 
 
-def run_dbt(*args: str, target_path: Path | None = None) -> subprocess.CompletedProcess:
-    """``dbt ARGS`` on the project; raises with dbt's own output when it fails.
+def render_profiles(env: dict) -> str:
+    """profiles.yml rendered as Mage renders it before its dbt blocks run dbt: Jinja with
+    ``env_var`` reading ``env`` (Mage's reads the process environment)."""
+    template = jinja2.Template((DBT_PROJECT / "profiles.yml").read_text(encoding="utf-8"))
+    return template.render(env_var=lambda name, default=None: env.get(name, default))
 
-    ``target_path`` keeps this invocation's artifacts apart from a concurrent one's.
-    """
-    dbt = Path(sys.executable).parent / "dbt"
-    env = dbt_environment()
+
+@contextmanager
+def dbt_invocation(target_path: Path | None = None):
+    """The environment and the trailing arguments of a dbt command on the project, with
+    profiles.yml rendered as Mage renders it. ``target_path`` keeps the invocation's artifacts
+    apart from a concurrent one's."""
+    env = {**os.environ, **warehouse_environment(), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     if target_path is not None:
         env["DBT_TARGET_PATH"] = str(target_path)
-    result = subprocess.run(
-        [str(dbt), *args, "--project-dir", str(DBT_PROJECT)],
-        cwd=DBT_PROJECT, env=env, capture_output=True, text=True,
-    )
+    # The rendered profile holds the password: a private directory, removed after the run.
+    with tempfile.TemporaryDirectory(prefix="dbt-profiles-", dir=config.work_dir()) as profiles:
+        Path(profiles, "profiles.yml").write_text(render_profiles(env), encoding="utf-8")
+        yield env, ["--project-dir", str(DBT_PROJECT), "--profiles-dir", profiles]
+
+
+DBT = Path(sys.executable).parent / "dbt"
+
+
+def run_dbt(*args: str, target_path: Path | None = None) -> subprocess.CompletedProcess:
+    """``dbt ARGS`` on the project; raises with dbt's own output when it fails."""
+    with dbt_invocation(target_path) as (env, trailing):
+        result = subprocess.run([str(DBT), *args, *trailing], cwd=DBT_PROJECT, env=env,
+                                capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"dbt {' '.join(args)} failed:\n{result.stdout[-4000:]}")
     return result
+
+
+def dbt_command(args: list[str]) -> int:
+    """``python -m mage_project dbt ARGS``: dbt on the project from a terminal, on the
+    configured warehouse, its output as it comes. Returns dbt's exit status."""
+    with dbt_invocation() as (env, trailing):
+        return subprocess.run([str(DBT), *args, *trailing], cwd=DBT_PROJECT, env=env).returncode
 
 
 # The layer published by write-audit-publish (its schema is in dbt_project.yml's published_schemas).
@@ -67,57 +95,88 @@ class DbtBuildError(RuntimeError):
         self.summary = summary
 
 
-def build(select: str | None = None, *, audit: bool = False) -> dict:
-    """``dbt build`` (models and their tests) and a summary of what ran, from run_results.json:
-    counts by status and, in ``test_results``, every test with its status and tested table.
+def build_args(select: str | None = None, *, audit: bool = False) -> list[str]:
+    """The arguments of ``dbt build`` (models and their tests), after the command itself.
 
     ``audit`` (write-audit-publish): the published layer (marts) builds into its audit schema
     (``marts__audit``) and is tested there; ``publish()`` swaps it in. Since the marts are
     published whole, they are always built, ``select`` adding to them.
-
-    Raises DbtBuildError when a model or an error-level test fails, so the block fails and alerts.
     """
-    args = ["build"]
     if audit:
-        args += ["--vars", json.dumps({"audit": True})]
+        args = ["--vars", json.dumps({"audit": True})]
         if select:
             # With their children: rebuilding a view drops the views on it (cascade) on
             # PostgreSQL, so what depends on the selection is built again after it.
             args += ["--select", f"{select}+ {PUBLISHED_SELECTOR}"]
-    elif select:
+        return args
+    if select:
         # cautious: a test that also reads a model outside the selection does not run.
-        args += ["--select", select, "--indirect-selection", "cautious"]
+        return ["--select", select, "--indirect-selection", "cautious"]
+    return []
+
+
+def build(select: str | None = None, *, audit: bool = False) -> dict:
+    """``dbt build`` with ``build_args`` and a summary of what ran (``summary``).
+
+    Raises DbtBuildError when a model or an error-level test fails.
+    """
     with tempfile.TemporaryDirectory(prefix="dbt-target-", dir=config.work_dir()) as target:
         try:
-            run_dbt(*args, target_path=Path(target))
+            run_dbt("build", *build_args(select, audit=audit), target_path=Path(target))
         except RuntimeError as exc:
             if not (Path(target) / "run_results.json").exists():
                 raise  # dbt stopped before running anything (a parse or connection error)
-            raise DbtBuildError(str(exc), _summary(Path(target))) from None
-        return _summary(Path(target))
+            raise DbtBuildError(str(exc), summary(Path(target))) from None
+        return summary(Path(target))
 
 
 def publish() -> None:
-    """Swap the audited build into the published schemas, atomically: the dispatched macro
+    """Swap the audited build into the published schemas: the dispatched macro
     ``publish_audit_schemas`` (dbt/warehouse/macros/write_audit_publish.sql)."""
     with tempfile.TemporaryDirectory(prefix="dbt-target-", dir=config.work_dir()) as target:
         run_dbt("run-operation", "publish_audit_schemas", target_path=Path(target))
 
 
-def _summary(target: Path) -> dict:
+RUN_TARGETS_KEPT_SECONDS = 7 * 86400
+
+
+def run_target_path(run_id: str) -> Path:
+    """Where a pipeline run's dbt build writes its artifacts (``--target-path``): apart from any
+    other run's, and found again from the run id alone (by the block that publishes the build,
+    and by the failure callback that stores its test results)."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in run_id)
+    return config.work_dir() / "dbt-runs" / safe
+
+
+def prune_run_targets(keep_seconds: float = RUN_TARGETS_KEPT_SECONDS) -> int:
+    """Remove the artifacts of runs older than ``keep_seconds`` (a run killed before it cleaned
+    up leaves them). Returns how many were removed."""
+    root = config.work_dir() / "dbt-runs"
+    cutoff = time.time() - keep_seconds
+    stale = [d for d in root.iterdir() if d.is_dir() and d.stat().st_mtime < cutoff] \
+        if root.exists() else []
+    for directory in stale:
+        shutil.rmtree(directory, ignore_errors=True)
+    return len(stale)
+
+
+def summary(target: Path) -> dict:
+    """What a dbt invocation with ``target`` as its target path ran, from its run_results.json:
+    counts by status and, in ``test_results``, every test with its status and tested table.
+    Raises FileNotFoundError when dbt ran nothing there."""
     results = json.loads((target / "run_results.json").read_text())["results"]
     manifest = target / "manifest.json"
     nodes = json.loads(manifest.read_text())["nodes"] if manifest.exists() else {}
-    summary: dict = {"models": 0, "tests": 0, "statuses": {}, "test_results": []}
+    out: dict = {"models": 0, "tests": 0, "statuses": {}, "test_results": []}
     for result in results:
         kind = result["unique_id"].split(".", 1)[0]
         if kind == "model":
-            summary["models"] += 1
+            out["models"] += 1
         elif kind == "test":
-            summary["tests"] += 1
-            summary["test_results"].append(_test_result(result, nodes))
-        summary["statuses"][result["status"]] = summary["statuses"].get(result["status"], 0) + 1
-    return summary
+            out["tests"] += 1
+            out["test_results"].append(_test_result(result, nodes))
+        out["statuses"][result["status"]] = out["statuses"].get(result["status"], 0) + 1
+    return out
 
 
 def _test_result(result: dict, nodes: dict) -> dict:

@@ -6,10 +6,14 @@
    ``ops.file_manifest.quality_status``, and raises when an error-level expectation failed. A
    version that failed is checked again by every run until a new version of its file replaces
    it, so the marts stay as they are until then.
-2. ``build_and_publish`` builds the dbt project with the marts in their audit schema, stores
-   every dbt test result, and only when all passed swaps the marts in. It refuses to publish
-   while a loaded version has not passed the gate (the dbt block run on its own, or a file
-   loaded by another run meanwhile).
+2. Write-audit-publish of the marts, in three blocks around Mage's own dbt block:
+   ``plan_build`` decides whether anything the marts are built from changed since their last
+   publish, and if so takes the marts' build lease and names the dbt build's arguments (the
+   audit schema, a target path of the run's own); Mage's dbt block runs ``dbt build`` with them;
+   ``publish_build`` stores every dbt test result and only then swaps the marts in. When the
+   dbt block fails, ``store_failed_build`` (its failure callback) stores the test results and
+   gives up the lease. Nothing is published while a loaded version has not passed gate 1.
+   ``build_and_publish`` runs the same three steps in one call, dbt as a subprocess.
 
 Results are committed before anything raises: they are the evidence of why nothing was published.
 Everything runs on the configured warehouse (``warehouse.writer()``), in portable SQL.
@@ -19,7 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from contextlib import contextmanager
+import shlex
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from mage_project import config, quality, transform, warehouse
 from mage_project.entities import FILE_ENTITIES
@@ -114,38 +122,98 @@ def _last_published(cur) -> str | None:
     return row[0] if row else None
 
 
-def build_and_publish(run_id: str, select: str | None = None) -> dict:
-    """Write-audit-publish of the marts: build and test them in the audit schema, store every
-    test result, publish when all passed. Raises (and publishes nothing) otherwise.
+def plan_build(run_id: str, select: str | None = None) -> dict:
+    """Whether the marts need building and, if so, the arguments of the dbt build (after the
+    ``build`` command), with the marts' build lease taken for ``run_id``.
 
-    When nothing they are built from changed since the last publish (and no ``select`` asks
-    for a build), the marts are up to date: nothing is built."""
+    Up to date (``up_to_date``: nothing they are built from changed since their last publish and
+    no ``select`` asks for a build): nothing is built, and the dbt block is skipped. Raises when a
+    loaded file version has not passed the raw gate, or when another run holds the lease past
+    RUN_LOCK_TIMEOUT_SECONDS."""
     db = warehouse.writer()
     with db.connection() as conn:
         db.migrate(conn)
-        with _publish_lock(conn):
-            _require_gate_passed(db, conn)
-            with db.transaction(conn) as cur:
-                inputs = inputs_fingerprint(cur)
-                if not select and _last_published(cur) == inputs:
-                    log.info("%s: nothing the marts are built from changed since their last "
-                             "publish; not rebuilding them", PIPELINE)
-                    return {"models": 0, "tests": 0, "statuses": {}, "published": False,
-                            "up_to_date": True}
+        _require_gate_passed(db, conn)
+        with db.transaction(conn) as cur:
+            inputs = inputs_fingerprint(cur)
+            up_to_date = not select and _last_published(cur) == inputs
+        if up_to_date:
+            log.info("%s: nothing the marts are built from changed since their last publish; "
+                     "not rebuilding them", PIPELINE)
+        else:
+            _take_lease(db, conn, run_id)
+    transform.prune_run_targets()
+    target = transform.run_target_path(run_id)
+    shutil.rmtree(target, ignore_errors=True)  # an earlier attempt's artifacts
+    args = ["--target-path", str(target), *transform.build_args(select, audit=True)]
+    return {"run_id": run_id, "up_to_date": up_to_date, "inputs_fingerprint": inputs,
+            "target_path": str(target), "dbt_args": shlex.join(args)}
+
+
+def publish_build(plan: dict) -> dict:
+    """Store every test result of the build ``plan`` named, then publish the audited marts when
+    all passed (and every loaded file version passed the raw gate). Gives up the build lease
+    whatever happens. Returns what ran, with ``published``."""
+    if plan["up_to_date"]:
+        return {"models": 0, "tests": 0, "statuses": {}, "published": False, "up_to_date": True}
+    run_id, target = plan["run_id"], Path(plan["target_path"])
+    db = warehouse.writer()
+    with db.connection() as conn:
+        try:
             try:
-                summary = transform.build(select, audit=True)
-            except transform.DbtBuildError as exc:
-                _store_tests(db, conn, run_id, exc.summary)
-                raise
+                summary = transform.summary(target)
+            except FileNotFoundError:
+                raise QualityGateFailed(
+                    f"not publishing the marts: no dbt build ran with the arguments run "
+                    f"{run_id} planned ({target / 'run_results.json'} is missing)") from None
             results = _store_tests(db, conn, run_id, summary)
+            failed = {k: v for k, v in summary["statuses"].items() if k not in ("success", "pass")}
+            blocking = [r for r in results if r.blocking]
+            if blocking or failed.keys() - {"warn", "skipped"}:
+                raise QualityGateFailed(
+                    f"not publishing the marts: the dbt build did not pass ({failed}); "
+                    f"failed tests: {[r.check_name for r in blocking]}")
             _require_gate_passed(db, conn)  # nothing loaded meanwhile that the gate has not seen
             transform.publish()
             with db.transaction(conn) as cur:
                 cur.execute("insert into ops.marts_publications (run_id, inputs_fingerprint)"
-                            " values (%s, %s)", (run_id, inputs))
+                            " values (%s, %s)", (run_id, plan["inputs_fingerprint"]))
+        finally:
+            _give_up_lease(db, conn, run_id)
+            shutil.rmtree(target, ignore_errors=True)
     log.info("%s: marts published after %d dbt tests passed", PIPELINE, summary["tests"])
     return {**{k: v for k, v in summary.items() if k != "test_results"},
             "quality": quality.summary(results), "published": True}
+
+
+def store_failed_build(run_id: str) -> int:
+    """After the dbt build of ``run_id`` failed: store the results of the tests it ran (the
+    evidence of why nothing was published) and give up the build lease. Returns how many."""
+    target = transform.run_target_path(run_id)
+    db = warehouse.writer()
+    stored = 0
+    with db.connection() as conn:
+        try:
+            if (target / "run_results.json").exists():
+                stored = len(_store_tests(db, conn, run_id, transform.summary(target)))
+        finally:
+            _give_up_lease(db, conn, run_id)
+            shutil.rmtree(target, ignore_errors=True)
+    return stored
+
+
+def build_and_publish(run_id: str, select: str | None = None) -> dict:
+    """The pipeline's write-audit-publish in one call: ``plan_build``, ``dbt build`` with the
+    planned arguments (as a subprocess, where the pipeline runs Mage's dbt block), and
+    ``publish_build``; ``store_failed_build`` when dbt fails, which then raises with its output."""
+    plan = plan_build(run_id, select)
+    if not plan["up_to_date"]:
+        try:
+            transform.run_dbt("build", *shlex.split(plan["dbt_args"]))
+        except RuntimeError:
+            store_failed_build(run_id)
+            raise
+    return publish_build(plan)
 
 
 def _store_tests(db, conn, run_id: str, summary: dict) -> list[quality.QualityResult]:
@@ -165,49 +233,40 @@ def _require_gate_passed(db, conn) -> None:
             f"raw quality gate (check_raw_quality_file_drops), e.g. {keys}")
 
 
-@contextmanager
-def _publish_lock(conn):
-    """One build-and-publish at a time: a second waits (RUN_LOCK_TIMEOUT_SECONDS), since two
-    builds into the same audit schema would publish each other's half-built tables.
+_LEASE = f"{PIPELINE}:marts"
 
-    On PostgreSQL a session-level advisory lock, held without an open transaction for the length
-    of the dbt build. Snowflake has none to offer (a row lock in ops.run_locks would need a
-    transaction open for as long, and would stop the loads meanwhile): there the scheduler's
-    skip_if_previous_running keeps runs apart.
-    """
-    if config.warehouse() != "postgres":
-        yield
-        return
-    import psycopg2
 
-    from mage_project.warehouse import postgres
+def _take_lease(db, conn, run_id: str) -> None:
+    """Take the marts' build lease for ``run_id``: free, expired, or this run's own (a retry).
+    Waits up to RUN_LOCK_TIMEOUT_SECONDS for the run holding it to publish or fail.
 
-    key = postgres.lock_key(f"pipeline:{PIPELINE}:publish")
-    timeout = config.run_lock_timeout_seconds()
-    with conn.cursor() as cur:
-        if timeout > 0:
-            cur.execute("select set_config('lock_timeout', %s, false)", (f"{int(timeout * 1000)}ms",))
-            try:
-                cur.execute("select pg_advisory_lock(%s)", (key,))
-            except psycopg2.errors.LockNotAvailable:
-                conn.rollback()
-                raise warehouse.RunLockError(
-                    f"another run of {PIPELINE} is building the marts; gave up after {timeout:g} s"
-                    " (RUN_LOCK_TIMEOUT_SECONDS)") from None
-            finally:
-                cur.execute("select set_config('lock_timeout', '0', false)")
-        else:
-            cur.execute("select pg_try_advisory_lock(%s)", (key,))
-            if not cur.fetchone()[0]:
-                raise warehouse.RunLockError(f"another run of {PIPELINE} is building the marts")
-    conn.commit()
-    try:
-        yield
-    finally:
-        try:
-            conn.rollback()
-            with conn.cursor() as cur:
-                cur.execute("select pg_advisory_unlock(%s)", (key,))
-            conn.commit()
-        except psycopg2.Error:
-            log.warning("could not release the publish lock; closing the connection releases it")
+    Two builds into the same audit schema would publish each other's half-built tables. A lease
+    (not a lock) because the build spans blocks, which Mage may run in separate processes."""
+    deadline = time.monotonic() + config.run_lock_timeout_seconds()
+    while True:
+        now = datetime.now(UTC)
+        with db.transaction(conn) as cur:
+            cur.execute(
+                "update ops.build_leases set run_id = %s, acquired_at = %s, expires_at = %s"
+                " where name = %s and (run_id is null or run_id = %s or expires_at < %s)",
+                (run_id, now, now + timedelta(seconds=config.marts_build_lease_seconds()),
+                 _LEASE, run_id, now))
+            if cur.rowcount:
+                return
+            cur.execute("select run_id, acquired_at, expires_at from ops.build_leases"
+                        " where name = %s", (_LEASE,))
+            holder, since, until = cur.fetchone()
+        if time.monotonic() >= deadline:
+            raise warehouse.RunLockError(
+                f"another run ({holder}) is building the marts since {since}; gave up after "
+                f"{config.run_lock_timeout_seconds():g} s (RUN_LOCK_TIMEOUT_SECONDS). Its lease "
+                f"ends when it publishes or fails, at the latest at {until} "
+                "(MARTS_BUILD_LEASE_SECONDS)")
+        time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+
+def _give_up_lease(db, conn, run_id: str) -> None:
+    conn.rollback()  # whatever failed mid-transaction
+    with db.transaction(conn) as cur:
+        cur.execute("update ops.build_leases set run_id = null, acquired_at = null,"
+                    " expires_at = null where name = %s and run_id = %s", (_LEASE, run_id))

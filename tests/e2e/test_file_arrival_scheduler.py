@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, query
-from support import free_port
+from support import free_port, stop_group
 from test_scheduler import PROJECT_FILES
 
 from mage_project import config
@@ -41,7 +40,8 @@ pytestmark = pytest.mark.e2e
 
 PIPELINE = "warehouse_elt"
 SENSOR, LOADER = "detect_landing_file_drops", "load_landing_file_drops"
-BLOCKS = (SENSOR, LOADER, "check_raw_quality_file_drops", "build_dbt_warehouse")
+BLOCKS = (SENSOR, LOADER, "check_raw_quality_file_drops", "plan_marts_build", "build_dbt_warehouse",
+          "publish_marts")
 DAY = date(2026, 11, 1)
 # How long the run must stay parked in the sensor, after its first poll, before the file
 # drops. Mage's next poll comes 60 s after the first, so this must stay well under that.
@@ -137,24 +137,13 @@ def scheduler(project: Path, env: dict, log: Path, mage_data: Path):
     try:
         yield proc
     except BaseException:
-        _stop(proc)
+        stop_group(proc)
         print(f"--- scheduler log ({log}), tail:\n{tail(log)}")
         for block_log in sorted(mage_data.rglob(f"{SENSOR}.log")):
             print(f"--- sensor block log ({block_log}), tail:\n{tail(block_log, 2000)}")
         raise
     else:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        stop_group(proc)
 
 
 def test_sensor_holds_the_scheduled_run_until_a_file_drops_then_it_loads(

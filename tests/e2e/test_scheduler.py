@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,14 +19,14 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, query
-from support import SIM, SmtpSink, free_port
+from support import SIM, SmtpSink, free_port, stop_group
 
 from mage_project.sources.activity_simulator import ActivitySimulator
 
 pytestmark = pytest.mark.e2e
 
 PROJECT_FILES = ("metadata.yaml", "io_config.yaml", "pipelines", "data_loaders", "transformers",
-                 "data_exporters", "callbacks", "sensors")
+                 "data_exporters", "callbacks", "conditionals", "sensors", "dbt")
 
 
 def project_copy(target: Path, trigger: dict) -> Path:
@@ -95,12 +94,7 @@ def test_scheduler_run_failure_emails_the_alert_and_records_the_run(warehouse, t
                 " where pipeline = 'user_activity_ingest'", timeout=60
             )
         finally:
-            os.killpg(scheduler.pid, signal.SIGTERM)
-            try:
-                scheduler.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(scheduler.pid, signal.SIGKILL)
-                scheduler.wait()
+            stop_group(scheduler)
         output = log.read_text()
     assert messages, f"no alert email arrived; scheduler output:\n{output[-4000:]}"
     msg = messages[0]

@@ -30,9 +30,10 @@ def test_cli_loads_new_file_drops_once(warehouse):
     first = run_cli("run", "warehouse_elt")
     assert first.returncode == 0, first.stderr[-3000:]
     output = first.stdout + first.stderr
-    for check in ("file_loads_reconcile", "raw_quality_passed", "dbt_build_passed", "marts_published"):
+    for check in ("file_loads_reconcile", "raw_quality_passed", "marts_build_planned", "dbt_build_passed",
+                  "marts_published"):
         assert f"{check} passed" in output, f"block test {check} did not run"
-    assert output.count("1/1 tests passed.") == 2 and output.count("2/2 tests passed.") == 1
+    assert output.count("1/1 tests passed.") == 3 and output.count("2/2 tests passed.") == 1
     (revenue_days,) = query(warehouse, "select count(*) from marts.fct_daily_revenue")[0]
     assert revenue_days >= 2
     counts = raw_counts(warehouse)
@@ -43,6 +44,9 @@ def test_cli_loads_new_file_drops_once(warehouse):
     assert again.returncode == 0, again.stderr[-3000:]
     assert raw_counts(warehouse) == counts
     assert query(warehouse, "select count(*) from ops.file_manifest") == [(len(keys) + 1,)]
+    # Nothing new: the marts are up to date, Mage's dbt block and the publish are skipped.
+    assert "build_dbt_warehouse skipped" in again.stdout + again.stderr
+    assert query(warehouse, "select count(*) from ops.marts_publications") == [(1,)]
 
 
 def marts(conn) -> dict:

@@ -12,12 +12,15 @@ from conftest import query
 from psycopg2 import sql
 
 from mage_project import config, transform
+from mage_project import warehouse as warehouses
 from mage_project.landing import LandingZone
 from mage_project.pipelines.file_drops import load_new_files
 from mage_project.pipelines.quality_gates import (
     QualityGateFailed,
     build_and_publish,
     check_raw_file_drops,
+    plan_build,
+    publish_build,
 )
 from mage_project.sources.file_drops import write_drops
 
@@ -66,7 +69,7 @@ def test_a_build_whose_test_fails_keeps_the_previous_marts(warehouse, project_wi
     assert all(before[m] for m in MARTS[:3]) and schemas(warehouse) == {"marts"}  # no activity loaded
 
     land_and_gate(date(2026, 11, 4), date(2026, 11, 5), "run-2", snapshot=False)
-    with pytest.raises(transform.DbtBuildError, match="assert_no_revenue_after_2026_11_03") as failed:
+    with pytest.raises(RuntimeError, match="assert_no_revenue_after_2026_11_03"):
         build_and_publish("run-2")
 
     assert marts(warehouse) == before  # row for row
@@ -74,7 +77,8 @@ def test_a_build_whose_test_fails_keeps_the_previous_marts(warehouse, project_wi
     new_days = [row for row in audited["fct_daily_revenue"] if row[0] > date(2026, 11, 3)]
     assert [row[0] for row in new_days] == [date(2026, 11, 4)]
     assert audited["dim_customers"] != before["dim_customers"]  # with the new day's customers
-    assert failed.value.summary["statuses"]["fail"] == 1
+    assert query(warehouse, "select run_id from ops.build_leases") == [(None,)]  # given up
+    assert not transform.run_target_path("run-2").exists()
 
     results = query(warehouse, "select check_name, table_name, severity, passed, observed, failing_sample"
                                " from ops.quality_results where run_id = 'run-2' and check_kind = 'dbt_test'")
@@ -141,3 +145,24 @@ def test_a_run_with_nothing_new_does_not_rebuild_the_marts(warehouse):
     assert build_and_publish("run-4", select="stg_crm__customers")["published"] is True
     assert query(warehouse, "select run_id from ops.marts_publications order by published_at") == [
         ("run-1",), ("run-3",), ("run-4",)]
+
+
+def test_one_run_builds_the_marts_at_a_time_and_a_dead_runs_lease_expires(warehouse, monkeypatch):
+    land_and_gate(date(2026, 11, 1), date(2026, 11, 2), "run-1")
+    monkeypatch.setenv("RUN_LOCK_TIMEOUT_SECONDS", "0")
+    plan = plan_build("run-1")  # run-1 builds (its dbt block would run now)
+    assert plan["up_to_date"] is False
+    assert plan["target_path"] == str(transform.run_target_path("run-1"))
+    with pytest.raises(warehouses.RunLockError, match=r"another run \(run-1\) is building the marts"):
+        plan_build("run-2")
+    assert plan_build("run-1")["up_to_date"] is False  # its own retry takes it again
+
+    # run-1 dies before publishing: its lease ends after MARTS_BUILD_LEASE_SECONDS.
+    with warehouse.cursor() as cur:
+        cur.execute("update ops.build_leases set expires_at = now() - interval '1 second'")
+    assert build_and_publish("run-2")["published"] is True
+    assert query(warehouse, "select run_id from ops.build_leases") == [(None,)]
+    # run-1's publish, too late, finds no build of its own: nothing is published.
+    with pytest.raises(QualityGateFailed, match="no dbt build ran with the arguments run run-1"):
+        publish_build(plan)
+    assert query(warehouse, "select run_id from ops.marts_publications") == [("run-2",)]

@@ -15,7 +15,8 @@ from deployment import CONTAINER_PROJECT, compose, option
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = {"data_loader": "data_loaders", "transformer": "transformers",
-           "data_exporter": "data_exporters", "callback": "callbacks", "sensor": "sensors"}
+           "data_exporter": "data_exporters", "callback": "callbacks", "sensor": "sensors",
+           "conditional": "conditionals"}
 PIPELINES = sorted(p.parent.name for p in (ROOT / "pipelines").glob("*/metadata.yaml"))
 
 
@@ -31,17 +32,44 @@ def test_there_are_pipelines():
 def test_every_block_file_exists_imports_and_has_tests(name):
     meta = pipeline(name)
     assert meta["uuid"] == name
-    for block in meta["blocks"] + meta.get("callbacks", []):
+    for block in meta["blocks"] + meta.get("callbacks", []) + meta.get("conditionals", []):
+        if block["type"] == "dbt":
+            continue  # test_dbt_blocks_run_the_projects_dbt_project
         path = ROOT / FOLDERS[block["type"]] / f"{block['uuid']}.py"
         assert path.is_file(), path
         spec = importlib.util.spec_from_file_location(f"block_{block['uuid']}", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         assert hasattr(module, block["uuid"]), f"{path} defines no function {block['uuid']}"
-        if block["type"] not in ("callback", "sensor"):
+        if block["type"] not in ("callback", "sensor", "conditional"):
             tests = [n for n in vars(module) if n.startswith("test_")]
             assert tests, f"{path} has no @test"
             assert "checks." in path.read_text(), f"{path}'s tests call no named check"
+
+
+def test_dbt_blocks_run_the_projects_dbt_project():
+    blocks = [b for name in PIPELINES for b in pipeline(name)["blocks"] if b["type"] == "dbt"]
+    assert [b["uuid"] for b in blocks] == ["build_dbt_warehouse"]
+    for block in blocks:
+        conf = block["configuration"]
+        assert (block["language"], conf["dbt"]["command"]) == ("yaml", "build")
+        assert (ROOT / conf["dbt_project_name"] / "dbt_project.yml").is_file()
+        assert conf["file_source"] == {"path": conf["file_path"], "project_path": conf["dbt_project_name"]}
+        content = (ROOT / conf["file_path"]).read_text()
+        # Its arguments are the ones its upstream block planned for this run.
+        assert re.fullmatch(r"\{\{ block_output\('(\w+)', parse=.*\) \}\}\n", content)
+        assert re.match(r"\{\{ block_output\('(\w+)'", content)[1] in block["upstream_blocks"]
+
+
+def test_dbt_sources_of_mage_blocks_are_committed_as_mage_writes_them():
+    """Mage writes models/mage_sources.yml (a source per Python block upstream of a dbt block)
+    when the editor saves a pipeline: committed in that form, git status stays clean."""
+    sources = yaml.safe_load((ROOT / "dbt" / "warehouse" / "models" / "mage_sources.yml").read_text())
+    (source,) = sources["sources"]
+    assert (source["name"], source["schema"]) == ("mage_warehouse", "analytics")
+    blocks = {b["uuid"]: b for name in PIPELINES for b in pipeline(name)["blocks"]}
+    upstream_of_dbt = {u for b in blocks.values() if b["type"] == "dbt" for u in b["upstream_blocks"]}
+    assert {t["meta"]["block_uuid"] for t in source["tables"]} == upstream_of_dbt
 
 
 @pytest.mark.parametrize("name", PIPELINES)
