@@ -9,4 +9,4 @@ if 'on_failure' not in globals():
 
 @on_failure
 def store_dbt_build_results(**kwargs):
-    quality_gates.store_failed_build(runs.run_id_for(kwargs))
+    quality_gates.store_failed_build(runs.run_id_for(kwargs, notebook=quality_gates.EDITOR))

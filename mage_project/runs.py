@@ -16,17 +16,18 @@ def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
-def run_id_for(mage_kwargs: dict) -> str:
+def run_id_for(mage_kwargs: dict, notebook: str | None = None) -> str:
     """The run id of a block's run: the runner's, else one derived from Mage's pipeline run.
 
     Derived ids are stable across a run's blocks and retries, so a failure callback and the
-    exporter name the same run.
+    exporter name the same run. A block run from the editor's notebook belongs to no run: it
+    gets ``notebook`` when given (the same for every notebook run), else a new id.
     """
     if mage_kwargs.get("run_id"):
         return str(mage_kwargs["run_id"])
     if mage_kwargs.get("pipeline_run_id") is not None:
         return f"mage-{mage_kwargs['pipeline_run_id']}"
-    return new_run_id()
+    return notebook or new_run_id()
 
 
 def read_watermark(cur, entity: Entity) -> datetime | None:
