@@ -160,6 +160,7 @@ def publish_build(plan: dict) -> dict:
     db = warehouse.writer()
     with db.connection() as conn:
         try:
+            _require_lease(db, conn, run_id)
             try:
                 summary = transform.summary(target)
             except FileNotFoundError:
@@ -266,6 +267,18 @@ def _take_lease(db, conn, run_id: str) -> None:
                 f"ends when it publishes or fails, at the latest at {until} "
                 "(MARTS_BUILD_LEASE_SECONDS)")
         time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+
+def _require_lease(db, conn, run_id: str) -> None:
+    """Publish only while holding the lease: a run so slow that its lease expired may find
+    another run building into the audit schema."""
+    with db.transaction(conn) as cur:
+        cur.execute("select run_id from ops.build_leases where name = %s", (_LEASE,))
+        (holder,) = cur.fetchone()
+    if holder != run_id:
+        raise warehouse.RunLockError(
+            f"not publishing the marts: run {run_id} no longer holds their build lease "
+            f"(held by {holder or 'no run'}; a lease ends after MARTS_BUILD_LEASE_SECONDS)")
 
 
 def _give_up_lease(db, conn, run_id: str) -> None:
