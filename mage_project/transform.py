@@ -21,21 +21,22 @@ DBT_PROJECT = config.PROJECT_ROOT / "dbt" / "warehouse"
 
 
 def warehouse_environment() -> dict:
-    """The settings profiles.yml reads that may not be in the environment: for PostgreSQL, the
-    resolved ones (the embedded server's when POSTGRES_HOST is unset). Mage's dbt blocks read
-    them from the environment of the process that runs them: ``make editor`` and the project's
-    runner export them (a server's own settings need nothing)."""
+    """What Mage's dbt block needs in the environment of the process that runs it, beyond the
+    settings already there: where dbt keeps its logs and artifacts (the data directory) and,
+    for PostgreSQL, the resolved connection settings (the embedded server's when POSTGRES_HOST
+    is unset). ``make editor`` and the project's runner export them."""
+    dbt_dir = config.data_dir() / "dbt"
+    env = {"DBT_LOG_PATH": str(dbt_dir / "logs"), "DBT_TARGET_PATH": str(dbt_dir / "target")}
     if config.warehouse() == "snowflake":
         config.snowflake()  # a missing setting fails here, naming the variable
-        return {"WAREHOUSE": "snowflake"}
+        return env
     settings = config.postgres()
-    env = {
-        "WAREHOUSE": "postgres",
-        "POSTGRES_HOST": settings.host,
-        "POSTGRES_PORT": str(settings.port),
-        "POSTGRES_USER": settings.user,
-        "POSTGRES_DBNAME": settings.dbname,
-    }
+    env.update(
+        POSTGRES_HOST=settings.host,
+        POSTGRES_PORT=str(settings.port),
+        POSTGRES_USER=settings.user,
+        POSTGRES_DBNAME=settings.dbname,
+    )
     if settings.password:
         env["POSTGRES_PASSWORD"] = settings.password
     return env

@@ -1,7 +1,10 @@
 """Mage's editor in a real browser: sign in, the pipelines, a pipeline's blocks, every block of
 ``user_activity_ingest`` run from the notebook in pipeline order (each output checked against the
-simulator's events and the warehouse), the triggers; and the session leaves the project's committed
-files as they were, in git's status too once the editor stopped.
+simulator's events and the warehouse), the triggers; every block of ``warehouse_elt`` run from the
+notebook in pipeline order, its sensor, file loads, quality gate, plan, Mage's dbt block and the
+publish (each output checked against the file drops the test landed and the warehouse); and the
+session leaves the project's committed files as they were, in git's status too once the editor
+stopped.
 
 One editor (``python -m mage_project editor``, what ``make editor`` starts) serves the module, on a
 fresh database of the embedded PostgreSQL and the activity API simulator, with Mage's state in
@@ -18,17 +21,21 @@ Mage's log are kept in ARTIFACTS.
 from __future__ import annotations
 
 import ast
+import csv
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg2
@@ -39,8 +46,11 @@ from playwright.sync_api import expect, sync_playwright
 from psycopg2 import sql
 from support import SIM, expected_rows, free_port, stop_group
 
-from mage_project.pipeline_metadata import refresh_git_index
+from mage_project.entities import FILE_ENTITIES
+from mage_project.landing import LandingZone
+from mage_project.pipeline_metadata import committed_form, refresh_git_index
 from mage_project.sources.activity_simulator import ActivitySimulator, generate_events
+from mage_project.sources.file_drops import write_drops
 
 pytestmark = pytest.mark.browser
 
@@ -54,9 +64,14 @@ OWNER = {"DEFAULT_OWNER_EMAIL": "analyst@example.com", "DEFAULT_OWNER_USERNAME":
          "DEFAULT_OWNER_PASSWORD": "browser-test-password"}
 # What Mage may rewrite: the project's own files, not the library or the tests.
 PROJECT_PATHS = ("metadata.yaml", "io_config.yaml", "pipelines", "data_loaders", "transformers",
-                 "data_exporters", "callbacks", "sensors")
+                 "data_exporters", "callbacks", "sensors", "conditionals", "dbt")
 PIPELINE, LOADER = "user_activity_ingest", "fetch_activity_user_activity"
 VALIDATOR, EXPORTER = "validate_activity_user_activity", "load_postgres_user_activity"
+ELT, SENSOR, FILE_LOADER = "warehouse_elt", "detect_landing_file_drops", "load_landing_file_drops"
+GATE, PLAN = "check_raw_quality_file_drops", "plan_marts_build"
+DBT_BLOCK, PUBLISH = "build_dbt_warehouse", "publish_marts"
+DROP_DAYS = (date(2026, 11, 1), date(2026, 11, 3))  # the file drops the ELT tests land: [start, end)
+DBT_MODELS = ROOT / "dbt" / "warehouse" / "models"
 PLAY_ICON = "path[d^='M8 4.13397']"  # the triangle of a block's "Run block" button
 # The first step of each loop of Mage's scheduler (mage_ai.orchestration.pipeline_scheduler's
 # schedule_all), alone: every pipeline's triggers.yaml into Mage's database. In the editor's
@@ -91,12 +106,23 @@ def git(*args: str) -> str:
 
 
 def session_files() -> list[str]:
-    """The tracked files the editor session may write: the opened pipeline's and its blocks'.
-    (Only these are put back: other people may be editing other files of the tree.)"""
-    meta = pipelines()[PIPELINE]
-    blocks = {f"{block['uuid']}.py" for block in meta["blocks"] + meta.get("callbacks", [])}
+    """The tracked files the editor session may write: the opened pipelines' and their blocks',
+    and the dbt sources Mage keeps for the Python blocks upstream of a dbt block."""
+    files = {"dbt/warehouse/models/mage_sources.yml"}
+    for name in (PIPELINE, ELT):
+        meta = pipelines()[name]
+        for block in (meta["blocks"] + (meta.get("callbacks") or [])
+                      + (meta.get("conditionals") or [])):
+            files.add((block.get("configuration") or {}).get("file_path")
+                      or f"{block['uuid']}.py")
     return [path for path in git("ls-files", "--", *PROJECT_PATHS).splitlines()
-            if path.startswith(f"pipelines/{PIPELINE}/") or Path(path).name in blocks]
+            if path.startswith((f"pipelines/{PIPELINE}/", f"pipelines/{ELT}/"))
+            or path in files or Path(path).name in files]
+
+
+def same_pipeline(text: str, other: str) -> bool:
+    """Whether two metadata.yaml texts hold the same pipeline once the editor's state is out."""
+    return yaml.safe_load(committed_form(text)) == yaml.safe_load(committed_form(other))
 
 
 @dataclass(frozen=True)
@@ -125,8 +151,14 @@ class ProjectState:
         return [path for path, data in self.files.items() if (ROOT / path).read_bytes() != data]
 
     def restore(self) -> None:
+        """Put back each pipeline's metadata.yaml whose only change is the editor's session state
+        (what the clean filter takes out): that loses nobody's edit. Any other change stays,
+        whoever made it: the files are other people's too, and their edits must survive a test
+        run (a change Mage made is what the last tests report)."""
         for path in self.rewritten():
-            (ROOT / path).write_bytes(self.files[path])
+            if path.endswith("/metadata.yaml") and same_pipeline(
+                    (ROOT / path).read_text(), self.files[path].decode()):
+                (ROOT / path).write_bytes(self.files[path])
 
 
 @dataclass(frozen=True)
@@ -135,6 +167,8 @@ class Editor:
     before: ProjectState  # the project's files when the editor started
     database: dict[str, str]  # its warehouse's POSTGRES_* settings
     process: subprocess.Popen
+    data_dir: Path  # its PROJECT_DATA_DIR
+    landing: Path  # the folder of its LANDING_URL, the module's own
 
     def stop(self) -> None:
         """Stop it as Ctrl-C or a signal to its process group does; once stopped, nothing."""
@@ -187,11 +221,13 @@ def editor(database, tmp_path_factory):
     before = ProjectState.now()
     port = free_port()
     log = ARTIFACTS / "editor.log"
+    data, landing = tmp / "data", tmp / "landing"
     with ActivitySimulator(token="browser-token", **SIM) as api, open(log, "w") as out:
         env = {name: value for name, value in os.environ.items() if name not in _PROJECT_VARS}
-        env.update(**database, **OWNER, INSTANCE_TYPE="web_server", PROJECT_DATA_DIR=str(tmp / "data"),
+        env.update(**database, **OWNER, INSTANCE_TYPE="web_server", PROJECT_DATA_DIR=str(data),
                    MAGE_DATA_DIR=str(tmp / "mage"), MAGE_EDITOR_PORT=str(port),
-                   ACTIVITY_API_URL=api.url, ACTIVITY_API_TOKEN="browser-token")
+                   LANDING_URL=landing.as_uri(), ACTIVITY_API_URL=api.url,
+                   ACTIVITY_API_TOKEN="browser-token")
         # Its own process group: Mage starts workers that must stop with it.
         proc = subprocess.Popen([sys.executable, "-m", "mage_project", "editor"], cwd=ROOT,
                                 env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -203,11 +239,11 @@ def editor(database, tmp_path_factory):
                 pytest.fail(f"the editor's Mage runs its scheduler, which starts the project's "
                             f"triggers: {status}", pytrace=False)
             sync_triggers(env)
-            yield Editor(url, before, database, proc)
+            yield Editor(url, before, database, proc, data, landing)
         finally:
             stop_group(proc, timeout=60)
-            # Never leave the tree dirty, whatever Mage wrote (the last tests report it), nor
-            # git's index stale for the files put back (as make editor leaves it).
+            # Put back the editor state Mage wrote (the last tests report anything else), and
+            # refresh git's index for the files put back (as make editor does).
             before.restore()
             refresh_git_index(ROOT)
 
@@ -226,6 +262,12 @@ def page(chromium, editor):
         context = browser.new_context(base_url=editor.url, viewport={"width": 1440, "height": 900})
         page = context.new_page()
         page.set_default_timeout(60_000)
+        # Mage's notebook may tell that its kernel restarted when editor.log shows none (it
+        # compares the kernel's pid between polls), in a dialog over the page: closed wherever
+        # it shows, as a user would.
+        restarted = page.get_by_text("The kernel has restarted", exact=True)
+        page.add_locator_handler(restarted, lambda: restarted.locator(
+            "xpath=ancestor::div[.//button][1]").get_by_role("button", name="Close").click())
         yield page
         browser.close()
 
@@ -250,19 +292,38 @@ def block(page, block_uuid: str):
         f"xpath=ancestor::*[count(.//*[{header}]) = 1][last()]")
 
 
-def run_block(page, block_uuid: str, check: str):
-    """Run the block alone with its ▶ button ("Run block"); returns the line its ``@test``
-    printed for the named check (mage_project.checks.require) once the run finished."""
-    cell = block(page, block_uuid)
-    line = cell.get_by_text(re.compile(rf"^{check} (passed|FAILED): observed "))
-    block_header(page, block_uuid).locator("button").filter(has=page.locator(PLAY_ICON)).click()
+def output_lines(page, block_uuid: str):
+    """The lines of the block's output (what it printed and logged, an error), not its code."""
+    return block(page, block_uuid).locator("code")
+
+
+def execute(page, block_uuid: str, finished, timeout: float = 180_000) -> None:
+    """Run the block alone with the button of its header (Python blocks: ▶ "Run block"; dbt
+    blocks: "Run command") and wait for ``finished``, a locator of what it shows when done.
+    Fails with Mage's error when the block raised."""
+    header = block_header(page, block_uuid)
+    header.locator("button").filter(has=page.locator(PLAY_ICON)).or_(
+        header.get_by_role("button", name="Run command")).click()
     # When Mage does not count the upstream blocks as run, it asks first: alone or with them.
     alone = page.get_by_text("Execute block", exact=True)
-    expect(alone.or_(line)).to_be_visible(timeout=180_000)
+    error = output_lines(page, block_uuid).filter(has_text="Traceback (most recent call last)")
+    expect(alone.or_(finished).or_(error).first).to_be_visible(timeout=timeout)
     if alone.is_visible():
         alone.click()
-    expect(line, f"{block_uuid} printed no {check} line: it failed or hung before its @test ran "
-           f"(the test's screenshot and editor.log in {ARTIFACTS})").to_be_visible(timeout=180_000)
+    expect(finished.or_(error).first).to_be_visible(timeout=timeout)
+    if error.count():
+        shown = "\n".join(output_lines(page, block_uuid).all_inner_texts())
+        pytest.fail(f"running {block_uuid} in the notebook failed; Mage shows:\n{shown[-6000:]}",
+                    pytrace=False)
+    expect(finished, f"{block_uuid} did not finish: its screenshot and editor.log in "
+           f"{ARTIFACTS}").to_be_visible(timeout=timeout)
+
+
+def run_block(page, block_uuid: str, check: str):
+    """Run the block alone (``execute``); returns the line its ``@test`` printed for the named
+    check (mage_project.checks.require) once the run finished."""
+    line = block(page, block_uuid).get_by_text(re.compile(rf"^{check} (passed|FAILED): observed "))
+    execute(page, block_uuid, line)
     return line
 
 
@@ -301,14 +362,43 @@ def save_output(page, block_uuid: str, column: str) -> None:
     # The header row follows the body's horizontal scroll (not the other way round).
     column_index = table.get_by_role("columnheader").all_inner_texts().index(column)
     table.get_by_role("cell").nth(column_index).scroll_into_view_if_needed()
-    line = cell.get_by_text(re.compile(r"^\w+ passed: observed "))
-    line.evaluate("line => line.scrollIntoView({block: 'end'})")
+    line = cell.get_by_text(re.compile(r"^\w+ passed: observed ")).last
+    # Warnings Mage's kernel prints (scikit-learn's, on each output) may push the check's line a
+    # screen below the table: then the picture ends with the table ("1 row x 5 columns").
+    size = cell.get_by_text(re.compile(r"^\d+ rows? x \d+ columns?$"))
+    gap = line.bounding_box()["y"] - size.bounding_box()["y"]  # both from the viewport's top
+    end = line if gap < 200 else size
+    end.evaluate("end => end.scrollIntoView({block: 'end'})")
     top = cell.get_by_text(re.compile(r"^\d+/\d+ tests passed")).bounding_box()
-    bottom, box = line.bounding_box(), cell.bounding_box()
+    bottom, box = end.bounding_box(), cell.bounding_box()
     assert top and bottom and box, f"{block_uuid}'s output is not on the page"
     page.screenshot(path=ARTIFACTS / f"block-{block_uuid}.png", clip={
         "x": box["x"], "y": top["y"] - 12, "width": box["width"],
         "height": bottom["y"] + bottom["height"] - top["y"] + 24})
+
+
+def query(editor: Editor, statement: str, params=None) -> list[tuple]:
+    """Rows of a query on the editor's warehouse."""
+    settings = editor.database
+    conn = psycopg2.connect(host=settings["POSTGRES_HOST"], port=settings["POSTGRES_PORT"],
+                            user=settings["POSTGRES_USER"], dbname=settings["POSTGRES_DBNAME"])
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def save_log(page, block_uuid: str, last_line) -> None:
+    """A screenshot of the block's header and the end of its log, down to ``last_line``."""
+    last_line.evaluate("line => line.scrollIntoView({block: 'end'})")
+    header, bottom = block_header(page, block_uuid).bounding_box(), last_line.bounding_box()
+    box = block(page, block_uuid).bounding_box()
+    assert header and bottom and box, f"{block_uuid}'s log is not on the page"
+    page.screenshot(path=ARTIFACTS / f"block-{block_uuid}.png", clip={
+        "x": box["x"], "y": header["y"], "width": box["width"],
+        "height": bottom["y"] + bottom["height"] - header["y"] + 12})
 
 
 def test_sign_in_with_the_owner_from_the_settings(page):
@@ -455,6 +545,281 @@ def test_triggers_page_shows_the_pipelines_trigger(page):
         expect(row).to_contain_text(trigger["schedule_interval"])
         expect(row).to_contain_text(trigger["description"])
     expect(page.get_by_role("row")).to_have_count(1 + len(triggers["triggers"]))
+
+
+def landed_rows(editor: Editor) -> dict[str, list[dict]]:
+    """Every file drop in the editor's landing folder, read back with the csv module (not the
+    project's loader): {key: its rows}, in key order."""
+    rows = {}
+    for prefix in FILE_ENTITIES:
+        for path in sorted((editor.landing / prefix).glob("*/*.csv")):
+            with open(path, newline="", encoding="utf-8") as handle:
+                rows[path.relative_to(editor.landing).as_posix()] = list(csv.DictReader(handle))
+    return dict(sorted(rows.items()))
+
+
+def entity_rows(landed: dict[str, list[dict]], prefix: str) -> list[dict]:
+    """The rows of the entity's files, by file date, then name, then row (the order they apply in)."""
+    return [row for key in sorted(landed) if key.startswith(f"{prefix}/") for row in landed[key]]
+
+
+def expected_daily_revenue(landed: dict[str, list[dict]]) -> list[tuple]:
+    """marts.fct_daily_revenue told from the payment files alone: each payment's latest version
+    (latest updated_at; on a tie the later file), those succeeded or refunded, per UTC date of
+    paid_at: (date, gross, refunds, net, paying customers), by date."""
+    latest: dict[str, dict] = {}
+    for row in entity_rows(landed, "billing/payments"):
+        seen = latest.get(row["payment_id"])
+        if seen is None or (datetime.fromisoformat(row["updated_at"])
+                            >= datetime.fromisoformat(seen["updated_at"])):
+            latest[row["payment_id"]] = row
+    days: dict = defaultdict(lambda: {"gross": Decimal(0), "refunds": Decimal(0), "payers": set()})
+    for row in latest.values():
+        if row["status"] not in ("succeeded", "refunded"):
+            continue
+        day = days[datetime.fromisoformat(row["paid_at"]).astimezone(UTC).date()]
+        day["gross"] += Decimal(row["amount"])
+        if row["status"] == "refunded":
+            day["refunds"] += Decimal(row["amount"])
+        else:
+            day["payers"].add(int(row["customer_id"]))
+    return [(d, v["gross"], v["refunds"], v["gross"] - v["refunds"], len(v["payers"]))
+            for d, v in sorted(days.items())]
+
+
+def expected_campaign_spend(landed: dict[str, list[dict]]) -> dict[tuple, Decimal]:
+    """Ad spend per (date, campaign) told from the ad spend files alone: a (date, campaign,
+    channel) row of a later file replaces the earlier one; channels summed."""
+    latest = {(r["date"], r["campaign"], r["channel"]): Decimal(r["spend"])
+              for r in entity_rows(landed, "marketing/ad_spend")}
+    spend: dict[tuple, Decimal] = defaultdict(Decimal)
+    for (day, campaign, _channel), amount in latest.items():
+        spend[(date.fromisoformat(day), campaign)] += amount
+    return dict(spend)
+
+
+def dbt_log(page) -> str:
+    """What Mage shows of the dbt block's run: the dbt commands it ran and dbt's log."""
+    return "\n".join(output_lines(page, DBT_BLOCK).all_inner_texts())
+
+
+def dbt_found(log: str) -> dict[str, int]:
+    """What dbt's log says it found in the project: models, operations (hooks), data tests."""
+    found = re.search(r"Found (\d+) models?, (\d+) operations?, (\d+) data tests?", log)
+    assert found, f"dbt's log names no project it found:\n{log[-3000:]}"
+    return {"models": int(found[1]), "operations": int(found[2]), "tests": int(found[3])}
+
+
+def shown_path(editor: Editor, path: Path) -> set[str]:
+    """How the notebook may show a path under the editor's data dir: Mage hides every environment
+    value of 8 characters or more in what it prints (mage_ai.shared.security), the data dir too."""
+    data = str(editor.data_dir)
+    return {str(path), str(path).replace(data, "*" * len(data))}
+
+
+def test_elt_notebook_shows_its_blocks_in_pipeline_order(page):
+    blocks = pipelines()[ELT]["blocks"]
+    page.goto(f"/pipelines/{ELT}/edit")
+    headers = page.locator(".code-block-header-sticky")
+    expect(headers).to_have_count(len(blocks))
+    expect(headers).to_contain_text([meta["uuid"] for meta in blocks])  # in this order
+    for meta in blocks:
+        expect(block_header(page, meta["uuid"])).to_contain_text(
+            re.compile(meta["type"].replace("_", " "), re.IGNORECASE))
+    # The dbt block's command is its file: the arguments its upstream block plans.
+    [dbt] = [meta for meta in blocks if meta["uuid"] == DBT_BLOCK]
+    command = (ROOT / dbt["configuration"]["file_path"]).read_text().strip()
+    assert command.startswith(f"{{{{ block_output('{PLAN}'"), command
+    expect(block(page, DBT_BLOCK).get_by_text(command)).to_be_visible()
+
+
+def test_elt_sensor_answers_whether_file_drops_wait(page, editor):
+    """In the notebook the sensor runs once and shows its answer (a pipeline run asks again every
+    minute while it is False): False while no file drop is new, True once some landed."""
+    assert pipelines()[ELT]["variables"]["wait_for_files"] is True, (
+        "the pipeline's sensor no longer waits for new files: this test checks that it does")
+    answer = output_lines(page, SENSOR).get_by_text(re.compile(r"^(True|False)$"))
+    execute(page, SENSOR, answer)
+    expect(answer).to_have_text("False")
+    page.screenshot(path=ARTIFACTS / "elt-sensor-before-the-drops.png")
+
+    keys = write_drops(LandingZone(editor.landing.as_uri()), *DROP_DAYS)
+    assert sorted(keys) == list(landed_rows(editor)), keys
+    try:
+        execute(page, SENSOR, answer.filter(has_text="True"), timeout=60_000)
+    except AssertionError:
+        pytest.fail(f"with {len(keys)} new file drops the sensor answers "
+                    f"{answer.all_inner_texts()}, not True", pytrace=False)
+
+
+def test_running_the_elt_loader_loads_each_landed_file_once(page, editor):
+    line = run_block(page, FILE_LOADER, "file_loads_reconcile")
+    summary = output_record(page, FILE_LOADER)
+    landed = landed_rows(editor)
+    files = json.loads(summary["files"])
+    assert sorted(f["key"] for f in files) == list(landed), (
+        f"the loader should load each landed file once: {[f['key'] for f in files]}")
+    for file in files:
+        rows = len(landed[file["key"]])
+        assert (file["status"], file["version"], file["rows"], file["rows_loaded"],
+                file["rows_rejected"]) == ("loaded", 1, rows, rows, 0), (
+            f"{file['key']} holds {rows} valid rows: {file}")
+    assert (summary["pipeline"], summary["loaded"], summary["skipped"], summary["failed"]) == (
+        ELT, str(len(landed)), "0", "0"), summary
+    observed, expected = check_result(line)
+    assert observed == expected == {"unaccounted": []}, line.inner_text()
+    block_tests_passed(page, FILE_LOADER)
+    save_output(page, FILE_LOADER, "files")
+
+    # Each raw table holds its files' rows, each file is one version in the manifest.
+    for prefix, entity in FILE_ENTITIES.items():
+        [(count,)] = query(editor, sql.SQL("select count(*) from {}").format(
+            sql.Identifier(entity.schema, entity.table)))
+        assert count == len(entity_rows(landed, prefix)), (
+            f"{entity.schema}.{entity.table} holds {count} rows, its files "
+            f"{len(entity_rows(landed, prefix))}")
+    assert query(editor, "select count(*) from raw.load_rejects") == [(0,)]
+    assert query(editor, "select file_key, version, status, rows_total, rows_loaded, run_id"
+                         " from ops.file_manifest order by file_key collate \"C\"") == [
+        (key, 1, "loaded", len(rows), len(rows), summary["run_id"]) for key, rows in landed.items()]
+
+
+def test_running_the_quality_gate_passes_every_expectation(page, editor):
+    line = run_block(page, GATE, "raw_quality_passed")
+    gate = output_record(page, GATE)
+    files = len(json.loads(output_record(page, FILE_LOADER)["files"]))
+    # One result per declared expectation of each entity that has files.
+    checks = sum(len(entity.expectations) for entity in FILE_ENTITIES.values())
+    assert {name: gate[name] for name in ("file_versions", "checks", "passed", "stored",
+                                          "failed_error", "failed_warn")} == {
+        "file_versions": str(files), "checks": str(checks), "passed": str(checks),
+        "stored": str(checks), "failed_error": "[]", "failed_warn": "[]"}, gate
+    observed, expected = check_result(line)
+    assert observed == expected == {"failed_error": [], "stored": checks}, line.inner_text()
+    block_tests_passed(page, GATE)
+    save_output(page, GATE, "passed")
+
+    assert query(editor, "select check_kind, count(*), bool_and(passed) from ops.quality_results"
+                         " where run_id = %s group by 1", (gate["run_id"],)) == [
+        ("great_expectations", checks, True)]
+    assert query(editor, "select quality_status, count(*) from ops.file_manifest group by 1") == [
+        ("passed", files)]
+
+
+def test_planning_the_build_names_an_audit_build_in_a_target_path_of_its_own(page, editor):
+    line = run_block(page, PLAN, "marts_build_planned")
+    plan = output_record(page, PLAN)
+    assert plan["up_to_date"] == "False", f"nothing is published in this database yet: {plan}"
+    assert re.fullmatch(r"[\w-]+", plan["run_id"]), plan
+    target = editor.data_dir / "work" / "dbt-runs" / plan["run_id"]
+    assert plan["target_path"] in shown_path(editor, target), plan
+    args = shlex.split(plan["dbt_args"])
+    assert len(args) == 4 and args[:3] == ["--target-path", plan["target_path"], "--vars"], args
+    assert json.loads(args[3]) == {"audit": True}, args
+    observed, _ = check_result(line)
+    assert observed == {"up_to_date": False, "audit": True, "own_target_path": True}, observed
+    block_tests_passed(page, PLAN)
+    save_output(page, PLAN, "dbt_args")
+
+    # The plan holds the marts' build lease, and nothing is published yet.
+    assert query(editor, "select name, run_id from ops.build_leases") == [
+        (f"{ELT}:marts", plan["run_id"])]
+    assert query(editor, "select count(*) from ops.marts_publications") == [(0,)]
+
+
+def test_running_mages_dbt_block_builds_and_tests_the_marts_in_the_audit_schema(page, editor):
+    plan = output_record(page, PLAN)
+    done = output_lines(page, DBT_BLOCK).get_by_text(
+        re.compile(r"\d\d:\d\d:\d\d\s+Done\. PASS=\d+"))
+    execute(page, DBT_BLOCK, done, timeout=300_000)
+    log = dbt_log(page)
+
+    # Mage ran `dbt deps`, then `dbt build` with the plan's arguments.
+    deps, build = log.find("dbt deps \\"), log.find("dbt build \\")
+    assert 0 <= deps < build, f"Mage should run dbt deps, then dbt build:\n{log[:3000]}"
+    command = log[build:log.index("--profiles-dir", build)]
+    assert f"--target-path {plan['target_path']}" in command and '"audit": true' in command, (
+        f"dbt build did not get the plan's arguments {plan['dbt_args']}:\n{command}")
+
+    # dbt found the project's models, and built and tested all of them.
+    models = len(list(DBT_MODELS.rglob("*.sql")))
+    found = dbt_found(log)
+    assert found["models"] == models, found
+    assert "Completed successfully" in log, log[-3000:]
+    total = models + found["operations"] + found["tests"]
+    summary = re.search(r"Done\. PASS=(\d+) WARN=(\d+) ERROR=(\d+) SKIP=(\d+) NO-OP=(\d+)"
+                        r" TOTAL=(\d+)", log)
+    assert summary and [int(n) for n in summary.groups()] == [total, 0, 0, 0, 0, total], (
+        f"dbt should pass {models} models, {found['operations']} hook(s) and {found['tests']} "
+        f"tests: {summary and summary[0]}")
+    # dbt's own record of the build, in the plan's target path.
+    results = json.loads((editor.data_dir / "work" / "dbt-runs" / plan["run_id"] /
+                          "run_results.json").read_text())["results"]
+    kinds = defaultdict(list)
+    for result in results:
+        kinds[result["unique_id"].split(".", 1)[0]].append(result["status"])
+    assert {kind: len(statuses) for kind, statuses in kinds.items() if kind != "operation"} == {
+        "model": models, "test": found["tests"]}, kinds
+    assert len(results) == total, f"run_results.json holds {len(results)} results: {kinds}"
+    assert {status for statuses in kinds.values() for status in statuses} <= {"success", "pass"}, (
+        kinds)
+    save_log(page, DBT_BLOCK, done)
+
+    # Write-audit-publish: the marts were built into the audit schema, none published yet.
+    marts = sorted(path.stem for path in (DBT_MODELS / "marts").glob("*.sql"))
+    assert query(editor, "select table_name from information_schema.tables"
+                         " where table_schema = 'marts__audit' order by 1") == [(m,) for m in marts]
+    assert query(editor, "select count(*) from information_schema.tables"
+                         " where table_schema = 'marts'") == [(0,)]
+
+
+def test_publishing_swaps_the_audited_marts_in(page, editor):
+    plan, found = output_record(page, PLAN), dbt_found(dbt_log(page))
+    models = len(list(DBT_MODELS.rglob("*.sql")))
+    line = run_block(page, PUBLISH, "marts_published")
+    published = output_record(page, PUBLISH)
+    assert published["published"] == "True", published
+    assert (int(published["models"]), int(published["tests"])) == (models, found["tests"]), published
+    assert json.loads(published["statuses"]) == {"success": models + found["operations"],
+                                                 "pass": found["tests"]}, published
+    assert json.loads(published["quality"]) == {"checks": found["tests"], "passed": found["tests"],
+                                                "failed_error": [], "failed_warn": []}, published
+    observed, _ = check_result(line)
+    assert observed == {"published": True, "up_to_date": None}, line.inner_text()
+    observed, _ = check_result(block(page, PUBLISH).get_by_text(
+        re.compile(r"^dbt_build_passed (passed|FAILED): observed ")))
+    assert observed == {"models": models, "not_passed": {}}, observed
+    block_tests_passed(page, PUBLISH)
+    save_output(page, PUBLISH, "published")
+
+    # The marts are published, once, from the plan's build; its lease and artifacts are gone.
+    marts = sorted(path.stem for path in (DBT_MODELS / "marts").glob("*.sql"))
+    assert query(editor, "select table_name from information_schema.tables"
+                         " where table_schema = 'marts' order by 1") == [(m,) for m in marts]
+    assert query(editor, "select count(*) from information_schema.tables"
+                         " where table_schema = 'marts__audit'") == [(0,)]
+    assert query(editor, "select run_id, inputs_fingerprint from ops.marts_publications") == [
+        (plan["run_id"], plan["inputs_fingerprint"])]
+    assert query(editor, "select run_id from ops.build_leases") == [(None,)]
+    assert query(editor, "select check_kind, count(*), bool_and(passed) from ops.quality_results"
+                         " where run_id = %s group by 1", (plan["run_id"],)) == [
+        ("dbt_test", found["tests"], True)]
+    assert not (editor.data_dir / "work" / "dbt-runs" / plan["run_id"]).exists()
+
+    # The marts hold what the landed files say.
+    landed = landed_rows(editor)
+    revenue = query(editor, "select date, gross_revenue, refunds, net_revenue, paying_customers"
+                            " from marts.fct_daily_revenue order by date")
+    assert revenue and revenue == expected_daily_revenue(landed), revenue
+    customers = {row["customer_id"] for row in entity_rows(landed, "crm/customers")}
+    assert query(editor, "select count(*) from marts.dim_customers") == [(len(customers),)]
+    spend = dict(((day, campaign), amount) for day, campaign, amount in query(
+        editor, "select date, campaign, spend from marts.fct_campaign_performance where spend <> 0"))
+    assert spend and spend == expected_campaign_spend(landed), spend
+    # The daily active users of the events the ingest loaded earlier in this module, if any.
+    assert query(editor, "select date from marts.fct_daily_active_users order by 1") == query(
+        editor, "select distinct (occurred_at at time zone 'UTC')::date from raw.user_activity"
+                " order by 1")
 
 
 def test_editor_session_leaves_the_committed_files_clean(editor):
