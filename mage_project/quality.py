@@ -259,7 +259,7 @@ def jsonable(value):
 
 def dbt_test_results(tests: Iterable[dict], conn=None, sample_size: int = SAMPLE_SIZE
                      ) -> list[QualityResult]:
-    """The tests of a dbt build (``transform.build``'s ``tests``) as results.
+    """The tests of a dbt build (``transform.summary``'s ``test_results``) as results.
 
     With ``conn``, a failed test's sample is the first rows of its own query (the rows that
     make it fail), read back from the relation it tested.

@@ -87,48 +87,18 @@ def dbt_command(args: list[str]) -> int:
 PUBLISHED_SELECTOR = "path:models/marts"
 
 
-class DbtBuildError(RuntimeError):
-    """``dbt build`` failed. ``summary`` is what ran, as ``build`` returns it, test results
-    included (the evidence of why nothing was published)."""
-
-    def __init__(self, message: str, summary: dict) -> None:
-        super().__init__(message)
-        self.summary = summary
-
-
-def build_args(select: str | None = None, *, audit: bool = False) -> list[str]:
-    """The arguments of ``dbt build`` (models and their tests), after the command itself.
-
-    ``audit`` (write-audit-publish): the published layer (marts) builds into its audit schema
+def build_args(select: str | None = None) -> list[str]:
+    """The arguments of the write-audit-publish ``dbt build`` (models and their tests), after
+    the command itself: the published layer (marts) builds into its audit schema
     (``marts__audit``) and is tested there; ``publish()`` swaps it in. Since the marts are
     published whole, they are always built, ``select`` adding to them.
     """
-    if audit:
-        args = ["--vars", json.dumps({"audit": True})]
-        if select:
-            # With their children: rebuilding a view drops the views on it (cascade) on
-            # PostgreSQL, so what depends on the selection is built again after it.
-            args += ["--select", f"{select}+ {PUBLISHED_SELECTOR}"]
-        return args
+    args = ["--vars", json.dumps({"audit": True})]
     if select:
-        # cautious: a test that also reads a model outside the selection does not run.
-        return ["--select", select, "--indirect-selection", "cautious"]
-    return []
-
-
-def build(select: str | None = None, *, audit: bool = False) -> dict:
-    """``dbt build`` with ``build_args`` and a summary of what ran (``summary``).
-
-    Raises DbtBuildError when a model or an error-level test fails.
-    """
-    with tempfile.TemporaryDirectory(prefix="dbt-target-", dir=config.work_dir()) as target:
-        try:
-            run_dbt("build", *build_args(select, audit=audit), target_path=Path(target))
-        except RuntimeError as exc:
-            if not (Path(target) / "run_results.json").exists():
-                raise  # dbt stopped before running anything (a parse or connection error)
-            raise DbtBuildError(str(exc), summary(Path(target))) from None
-        return summary(Path(target))
+        # With their children: rebuilding a view drops the views on it (cascade) on
+        # PostgreSQL, so what depends on the selection is built again after it.
+        args += ["--select", f"{select}+ {PUBLISHED_SELECTOR}"]
+    return args
 
 
 def publish() -> None:

@@ -145,7 +145,7 @@ def plan_build(run_id: str, select: str | None = None) -> dict:
     transform.prune_run_targets()
     target = transform.run_target_path(run_id)
     shutil.rmtree(target, ignore_errors=True)  # an earlier attempt's artifacts
-    args = ["--target-path", str(target), *transform.build_args(select, audit=True)]
+    args = ["--target-path", str(target), *transform.build_args(select)]
     return {"run_id": run_id, "up_to_date": up_to_date, "inputs_fingerprint": inputs,
             "target_path": str(target), "dbt_args": shlex.join(args)}
 

@@ -55,11 +55,9 @@ def test_unset_optional_snowflake_settings_render_as_null_not_the_string_none(ma
 
 
 def test_the_audit_build_keeps_the_marts_whole_and_its_children_with_a_selection():
-    assert transform.build_args(audit=True) == ["--vars", '{"audit": true}']
-    assert shlex.join(transform.build_args("stg_crm__customers", audit=True)) == (
+    assert transform.build_args() == ["--vars", '{"audit": true}']
+    assert shlex.join(transform.build_args("stg_crm__customers")) == (
         "--vars '{\"audit\": true}' --select 'stg_crm__customers+ path:models/marts'")
-    assert transform.build_args("stg_crm__customers") == [
-        "--select", "stg_crm__customers", "--indirect-selection", "cautious"]
 
 
 def test_each_run_has_its_own_target_path(monkeypatch, tmp_path):
