@@ -19,6 +19,48 @@ class Column:
     allowed: tuple[str, ...] = ()  # for kind "enum"
 
 
+DRIFT_MODES = ("freeze", "discard_row", "discard_value")
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    """What a load does when a source stops matching its declaration (dlt's schema-contract modes).
+
+    Three kinds of drift, each with its mode:
+
+    - ``unknown_field``: a field (API) or column (file) that is not declared.
+    - ``missing_field``: a declared optional field absent from a record, or column from a file's
+      header. A missing required field can never load: its record (API) or file is rejected.
+    - ``wrong_type``: a value that is not of its declared type.
+
+    Modes: ``freeze`` stops the load, naming the field (the API run fails; a dropped file fails
+    on its own, the others load); ``discard_row`` rejects the record or row with the reason;
+    ``discard_value`` loads the row without the value (an unknown field is left out, a missing
+    or wrongly typed optional value becomes NULL; a required one is rejected all the same).
+    There is no ``evolve``: the raw tables' columns are declared (migrations, contracts), and the
+    landing copy keeps every field as sent, so a declared new column can be replayed from it.
+    Every drift is counted per field in the run's summary.
+    """
+
+    unknown_field: str = "discard_value"
+    missing_field: str = "discard_value"
+    wrong_type: str = "discard_row"
+
+    def __post_init__(self) -> None:
+        for kind in ("unknown_field", "missing_field", "wrong_type"):
+            if getattr(self, kind) not in DRIFT_MODES:
+                raise ValueError(f"{kind}={getattr(self, kind)!r} is not one of {DRIFT_MODES}")
+
+
+# API records: new fields are common and harmless (kept in the landing copy), a value of the
+# wrong type is a defect of that record only.
+API_DRIFT = DriftPolicy(unknown_field="discard_value", missing_field="discard_value",
+                        wrong_type="discard_row")
+# Dropped files: an extra column is noted, a missing column fails the file (an export job
+# changed shape: loading it with NULLs would hide that), a bad value rejects its row.
+FILE_DRIFT = DriftPolicy(unknown_field="discard_value", missing_field="freeze",
+                         wrong_type="discard_row")
+
 SEVERITIES = ("error", "warn")
 SCOPES = ("rows", "files")
 
@@ -81,6 +123,7 @@ class Entity:
     columns: tuple[Column, ...]
     write_mode: str = "upsert"  # later delivery of the same key wins
     expectations: tuple[Expectation, ...] = ()
+    drift: DriftPolicy = FILE_DRIFT
 
     @property
     def column_names(self) -> list[str]:
@@ -106,6 +149,7 @@ USER_ACTIVITY = Entity(
     table="user_activity",
     primary_key="event_id",
     cursor_field="occurred_at",
+    drift=API_DRIFT,
     columns=(
         Column("event_id", "text", "key", required=True),
         Column("user_id", "bigint", "bigint", required=True),

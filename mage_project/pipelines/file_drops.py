@@ -19,9 +19,10 @@ from pathlib import Path
 
 from mage_project import alerts, config, warehouse
 from mage_project.entities import FILE_ENTITIES, Entity
+from mage_project.faults import failpoint
 from mage_project.landing import LandingZone
+from mage_project.normalize import UnreadableFile, normalize_file
 from mage_project.runs import new_run_id
-from mage_project.validation import UnreadableFile, normalize_file
 
 log = logging.getLogger(__name__)
 PIPELINE = "warehouse_elt"
@@ -104,6 +105,8 @@ def load_file(zone: LandingZone, drop: DropFile, run_id: str) -> dict:
             db.prepare_file_load(conn, drop.entity)
             with db.transaction(conn) as cur:
                 result.update(_load_version(db, cur, drop, local, work, run_id, result))
+                failpoint("drops_before_commit")
+        failpoint("drops_after_file")
         if result["status"] == "failed":
             # Recorded (and committed) as failed: tell someone, and go on with the other files.
             alerts.send_failure_alert(PIPELINE, run_id, f"{drop.key} cannot be loaded: "
