@@ -4,6 +4,11 @@ It owns what talking to the API takes: the bearer token, timeouts, cursor pagina
 of transient failures (full-jitter exponential backoff that never waits less than the server's
 ``Retry-After``), a deadline for the whole fetch, and guards against a looping cursor or an
 endless stream. It yields the API's records as sent; validating them is the next step's job.
+
+The deadline holds inside a request too: bodies are read as they arrive, each socket read
+waiting at most the time left, so a server that drips a byte a second is cut off when the
+deadline passes instead of keeping the fetch alive. A 2xx answer that is not a page of the
+contract is retried ``MALFORMED_PAGE_ATTEMPTS`` times at most, then fails naming what came back.
 """
 
 from __future__ import annotations
@@ -19,13 +24,19 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
+import urllib3.exceptions
 
 from mage_project.config import ActivityApiSettings
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/v1/events"
+# Answers per page whose body is not a page of the contract before the fetch gives up: a proxy's
+# hiccup passes on a retry, an API that keeps answering so will not pass by the deadline.
+MALFORMED_PAGE_ATTEMPTS = 3
 _EXCERPT_CHARS = 200
+_READ_BYTES = 64 * 1024
+_ERROR_BODY_BYTES = 16 * 1024  # of a non-2xx answer: enough for its error text
 
 
 class ActivityApiError(RuntimeError):
@@ -33,7 +44,19 @@ class ActivityApiError(RuntimeError):
 
 
 class MalformedPage(ValueError):
-    """A 2xx answer whose body is not a page of the contract (treated as transient)."""
+    """A 2xx answer whose body is not a page of the contract (retried a bounded number of times)."""
+
+
+class BodyCut(Exception):
+    """A body that stopped before its end: a read waited ``waited`` seconds in vain, or the
+    deadline passed (``deadline``), after ``received`` bytes."""
+
+    def __init__(self, received: int, waited: float, deadline: bool) -> None:
+        what = "the deadline passed" if deadline else f"no byte came for {waited:g}s"
+        super().__init__(f"{what} after {received} bytes of the body")
+        self.received = received
+        self.waited = waited
+        self.deadline = deadline
 
 
 @dataclass
@@ -47,10 +70,13 @@ class _Fetch:
 
 
 class _Transient(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, reason: str, retry_after: float | None = None, malformed: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.malformed = malformed
 
 
 def format_rfc3339(value: datetime) -> str:
@@ -96,6 +122,8 @@ def parse_page(content: bytes) -> tuple[list, str | None]:
         raise MalformedPage("body is not JSON") from None
     if not isinstance(body, dict):
         raise MalformedPage(f"body is a JSON {type(body).__name__}, not an object")
+    if "data" not in body and "error" in body:
+        raise MalformedPage("an error object instead of a page")
     data = body.get("data")
     if not isinstance(data, list):
         raise MalformedPage("'data' is missing or not a list")
@@ -107,18 +135,67 @@ def parse_page(content: bytes) -> tuple[list, str | None]:
     return data, cursor
 
 
-def _excerpt(response: requests.Response) -> str:
+def excerpt(content: bytes) -> str:
     """The server's ``error`` text if the body is the contract's error object, else its start."""
     try:
-        body = json.loads(response.content)
+        body = json.loads(content)
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         return body["error"][:_EXCERPT_CHARS]
-    text = " ".join(response.content.decode("utf-8", "replace").split())
+    text = " ".join(content[: _EXCERPT_CHARS * 4].decode("utf-8", "replace").split())
     if len(text) > _EXCERPT_CHARS:
         text = text[:_EXCERPT_CHARS] + "..."
     return text or "(empty body)"
+
+
+def request_timeouts(connect: float, read: float, time_left: float) -> tuple[float, float]:
+    """``(connect, read)`` timeouts of one request: the settings', never past the time left."""
+    return min(connect, time_left), min(read, time_left)
+
+
+def read_body(
+    read: Callable[[float], bytes],
+    time_left: Callable[[], float],
+    read_timeout: float,
+    limit: int | None = None,
+) -> bytes:
+    """A body read by ``read(wait)`` until it returns ``b""``, each wait at most the time left.
+
+    ``read`` returns what one socket read brought, or raises ``TimeoutError`` when nothing came
+    within ``wait`` seconds. Reading stops after ``limit`` bytes, if given. ``BodyCut`` when a read
+    times out or the time is up, so a server that sends slowly but steadily cannot outlast it.
+    """
+    received = bytearray()
+    while limit is None or len(received) < limit:
+        left = time_left()
+        if left <= 0:
+            raise BodyCut(len(received), 0.0, deadline=True)
+        wait = min(read_timeout, left)
+        try:
+            chunk = read(wait)
+        except TimeoutError:
+            raise BodyCut(len(received), wait, deadline=left <= read_timeout) from None
+        if not chunk:
+            break
+        received += chunk
+    return bytes(received if limit is None else received[:limit])
+
+
+def _read1(response: requests.Response, wait: float) -> bytes:
+    """What one socket read of a streamed body brings (``b""`` at its end), waiting ``wait``."""
+    raw = response.raw
+    # requests applies its read timeout per socket read and only when the request starts;
+    # setting it on the socket before each read is what keeps a read within the time left.
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(wait)
+    try:
+        # read1, not iter_content: iter_content fills each chunk with as many socket reads as it
+        # takes, so a drip of one byte per read timeout would never time out.
+        return raw.read1(_READ_BYTES, decode_content=True)
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise TimeoutError(str(exc)) from exc
 
 
 class ActivityApiClient:
@@ -198,15 +275,25 @@ class ActivityApiClient:
         """One page, retrying transient failures until it comes or the deadline would pass."""
         settings = self.settings
         failures = 0
+        malformed = 0
         while True:
             if fetch.began is None:
                 fetch.began = self._clock()
             fetch.requests += 1
             self.stats["requests"] += 1
             try:
-                return self._request(params)
+                return self._request(params, fetch)
             except _Transient as exc:
                 failures += 1
+                if exc.malformed:
+                    malformed += 1
+                    if malformed >= MALFORMED_PAGE_ATTEMPTS:
+                        raise ActivityApiError(
+                            f"page {fetch.page} of {fetch.window}: the activity API at "
+                            f"{self._url} answered {malformed} times with a body that is not "
+                            f"a page of the contract (MALFORMED_PAGE_ATTEMPTS = "
+                            f"{MALFORMED_PAGE_ATTEMPTS}); last answer: {exc.reason}"
+                        ) from exc
                 delay = backoff_delay(
                     failures - 1, settings.backoff_base, settings.backoff_max, self._rng
                 )
@@ -227,8 +314,23 @@ class ActivityApiClient:
                 self.stats["retries"] += 1
                 self._sleep(delay)
 
-    def _request(self, params: dict) -> tuple[list, str | None]:
+    def _time_left(self, fetch: _Fetch) -> float:
+        assert fetch.began is not None
+        return self.settings.deadline_seconds - (self._clock() - fetch.began)
+
+    def _out_of_time(self, fetch: _Fetch, doing: str) -> ActivityApiError:
+        return ActivityApiError(
+            f"fetching {fetch.window} exceeded the deadline of "
+            f"{self.settings.deadline_seconds:g}s (ACTIVITY_API_DEADLINE_SECONDS) {doing} "
+            f"({fetch.requests} requests in this fetch)"
+        )
+
+    def _request(self, params: dict, fetch: _Fetch) -> tuple[list, str | None]:
         settings = self.settings
+        left = self._time_left(fetch)
+        if left <= 0:
+            raise self._out_of_time(fetch, f"before requesting page {fetch.page}")
+        connect, read = request_timeouts(settings.connect_timeout, settings.read_timeout, left)
         try:
             response = self._session.get(
                 self._url,
@@ -237,8 +339,19 @@ class ActivityApiClient:
                     "Authorization": f"Bearer {settings.token}",
                     "Accept": "application/json",
                 },
-                timeout=(settings.connect_timeout, settings.read_timeout),
+                timeout=(connect, read),
+                stream=True,
             )
+        except requests.ConnectTimeout as exc:
+            if left <= settings.connect_timeout:
+                raise self._out_of_time(fetch, f"while connecting for page {fetch.page}") from exc
+            raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+        except requests.ReadTimeout as exc:
+            if left <= settings.read_timeout:
+                raise self._out_of_time(
+                    fetch, f"while waiting for the answer to page {fetch.page}"
+                ) from exc
+            raise _Transient(f"{type(exc).__name__}: {exc}") from exc
         except (
             requests.ConnectionError,
             requests.Timeout,
@@ -246,28 +359,60 @@ class ActivityApiClient:
             requests.exceptions.ContentDecodingError,
         ) as exc:
             raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+        try:
+            return self._answer(response, fetch)
+        finally:
+            response.close()
 
+    def _answer(self, response: requests.Response, fetch: _Fetch) -> tuple[list, str | None]:
         status = response.status_code
+        if 200 <= status <= 299:
+            content = self._body(response, fetch)
+            try:
+                return parse_page(content)
+            except MalformedPage as exc:
+                raise _Transient(
+                    f"HTTP {status}, {exc}: {excerpt(content)}", malformed=True
+                ) from exc
+        try:
+            said = excerpt(self._body(response, fetch, limit=_ERROR_BODY_BYTES))
+        except _Transient as exc:
+            said = f"(body unreadable: {exc.reason})"
         if status == 429 or 500 <= status <= 599:
             raise _Transient(
-                f"HTTP {status}: {_excerpt(response)}",
-                parse_retry_after(response.headers.get("Retry-After")),
+                f"HTTP {status}: {said}", parse_retry_after(response.headers.get("Retry-After"))
             )
         if status == 401:
             raise ActivityApiError(
                 f"the activity API at {self._url} rejected the token (HTTP 401: "
-                f"{_excerpt(response)}); check ACTIVITY_API_TOKEN"
+                f"{said}); check ACTIVITY_API_TOKEN"
             )
         if status == 400:
             raise ActivityApiError(
-                f"the activity API at {self._url} rejected the request (HTTP 400): "
-                f"{_excerpt(response)}"
+                f"the activity API at {self._url} rejected the request (HTTP 400): {said}"
             )
-        if not 200 <= status <= 299:
-            raise ActivityApiError(
-                f"the activity API at {self._url} answered HTTP {status}: {_excerpt(response)}"
-            )
+        raise ActivityApiError(f"the activity API at {self._url} answered HTTP {status}: {said}")
+
+    def _body(self, response: requests.Response, fetch: _Fetch, limit: int | None = None) -> bytes:
+        """The answer's body, read within the read timeout and the time left."""
         try:
-            return parse_page(response.content)
-        except MalformedPage as exc:
-            raise _Transient(f"malformed page (HTTP {status}): {exc}") from exc
+            return read_body(
+                lambda wait: _read1(response, wait),
+                lambda: self._time_left(fetch),
+                self.settings.read_timeout,
+                limit,
+            )
+        except BodyCut as cut:
+            if cut.deadline:
+                raise self._out_of_time(
+                    fetch,
+                    f"while reading the body of page {fetch.page} "
+                    f"({cut.received} bytes received)",
+                ) from cut
+            raise _Transient(f"page {fetch.page}'s body stalled: {cut}") from cut
+        except (
+            urllib3.exceptions.ProtocolError,
+            urllib3.exceptions.DecodeError,
+            urllib3.exceptions.SSLError,
+        ) as exc:
+            raise _Transient(f"{type(exc).__name__}: {exc}") from exc

@@ -2,8 +2,9 @@
 
 The demo and the integration tests read from it instead of the real API. It serves the same
 contract (``GET /v1/events`` with a time window, a bearer token and an opaque cursor) and can
-inject the faults a production client must survive: rate limits, server errors, slow and cut
-responses, dropped connections and a looping cursor.
+inject the faults a production client must survive: rate limits, server errors, slow, dripping,
+stalled and cut responses, 200s that are not pages (not JSON, cut short, an error object),
+dropped connections and a looping cursor.
 
 Events are generated per UTC hour bucket from a ``random.Random`` seeded with the seed and the
 hour, so any window yields exactly the events of its covering buckets that fall inside it, and
@@ -30,6 +31,7 @@ import re
 import signal
 import socket
 import threading
+import time
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -61,7 +63,19 @@ INVALID_KINDS = (
     "properties_list",
     "properties_string",
 )
-FAULTS = ("429", "500", "503", "slow", "truncate", "repeat_cursor", "drop")
+# What each fault does to the request it hits:
+#   429, 500, 503   that status with an error object (429 with Retry-After)
+#   slow            the page after slow_seconds without a byte (slow headers)
+#   drip            the page drip_bytes at a time, one piece every drip_seconds
+#   stall           half the page, slow_seconds without a byte, then the rest
+#   truncate        half the page, then the connection closes (Content-Length promised more)
+#   cut_json        a 200 with half the page as its whole body (Content-Length says so)
+#   not_json        a 200 with an HTML page, as a proxy in the way would send
+#   error_200       a 200 with the contract's error object instead of a page
+#   repeat_cursor   the page with the cursor it was asked for as its next_cursor
+#   drop            the connection closes without an answer
+FAULTS = ("429", "500", "503", "slow", "drip", "stall", "truncate", "cut_json", "not_json",
+          "error_200", "repeat_cursor", "drop")
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 
@@ -500,6 +514,8 @@ class FaultPlan:
     always: str | None = None
     retry_after: float = 1.0
     slow_seconds: float = 2.0
+    drip_seconds: float = 0.5
+    drip_bytes: int = 1
 
     def __post_init__(self) -> None:
         for fault in [*self.by_request.values(), self.always]:
@@ -511,6 +527,10 @@ class FaultPlan:
 
 
 _FAULT_ERRORS = {"429": "rate limit exceeded", "500": "internal error", "503": "unavailable"}
+_NOT_A_PAGE = {
+    "not_json": b"<html><body><h1>502 Bad Gateway</h1></body></html>",
+    "error_200": json.dumps({"error": "upstream query timed out"}).encode(),
+}
 
 
 class _Server(ThreadingHTTPServer):
@@ -576,6 +596,11 @@ class _Handler(BaseHTTPRequestHandler):
         raw = parse_qs(query, keep_blank_values=True)
         logged = {key: values[-1] for key, values in raw.items()}
         fault = sim.faults.fault_for(number)
+        if fault in _NOT_A_PAGE:
+            sim._record(logged, 200)
+            self._send(200, _NOT_A_PAGE[fault], {"Content-Type": "text/html"}
+                       if fault == "not_json" else None)
+            return
         if fault == "drop":
             sim._record(logged, 0)
             self.close_connection = True
@@ -592,20 +617,40 @@ class _Handler(BaseHTTPRequestHandler):
         sim._record(logged, status)
         if fault == "slow":
             sim._stopping.wait(sim.faults.slow_seconds)
-        self._send(status, body, headers, truncate=fault == "truncate")
+        if fault == "cut_json":
+            body = body[: len(body) // 2]
+        self._send(status, body, headers, truncate=fault == "truncate",
+                   drip=fault == "drip", stall=fault == "stall")
 
     def _send(self, status: int, body: bytes, headers: dict | None = None,
-              truncate: bool = False) -> None:
+              truncate: bool = False, drip: bool = False, stall: bool = False) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
+        headers = {"Content-Type": "application/json", **(headers or {})}
+        headers["Content-Length"] = str(len(body))
+        for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
+        faults, stopping = self.server.simulator.faults, self.server.simulator._stopping
         if truncate:
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
             self.close_connection = True
+        elif drip:
+            self.wfile.flush()
+            step = max(1, faults.drip_bytes)
+            for at in range(0, len(body), step):
+                if stopping.wait(faults.drip_seconds):
+                    self.close_connection = True
+                    return
+                self.wfile.write(body[at:at + step])
+                self.wfile.flush()
+        elif stall:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            if stopping.wait(faults.slow_seconds):
+                self.close_connection = True
+                return
+            self.wfile.write(body[len(body) // 2:])
         else:
             self.wfile.write(body)
 
@@ -623,7 +668,8 @@ class ActivitySimulator:
     """The activity API on a loopback port, served from a daemon thread.
 
     ``requests`` lists ``(params, status)`` per ``/v1/events`` request in arrival order;
-    status 0 means the connection was dropped without an answer.
+    status 0 means the connection was dropped without an answer. ``arrivals`` holds each of
+    those requests' arrival on ``time.monotonic()``, for tests of how long a client waited.
     """
 
     def __init__(
@@ -649,6 +695,7 @@ class ActivitySimulator:
         self._params = _Params(seed, events_per_day, users, invalid_rate, redelivery_rate)
         self._lock = threading.Lock()
         self._log: list[tuple[dict, int]] = []
+        self._arrivals: list[float] = []
         self._count = 0
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -701,11 +748,17 @@ class ActivitySimulator:
         with self._lock:
             return list(self._log)
 
+    @property
+    def arrivals(self) -> list[float]:
+        with self._lock:
+            return list(self._arrivals)
+
     # request handling (called from handler threads)
 
     def _next_request_number(self) -> int:
         with self._lock:
             self._count += 1
+            self._arrivals.append(time.monotonic())
             return self._count
 
     def _record(self, params: dict, status: int) -> None:
