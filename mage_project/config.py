@@ -6,9 +6,12 @@ embedded default (PostgreSQL, the landing zone), the default is picked here and 
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,17 +34,36 @@ def require(name: str) -> str:
     return value
 
 
-def _number(name: str, default: float, kind: type = float, minimum: float | None = None):
+def _number(name: str, default: float, kind: type = float, minimum: float | None = None,
+            maximum: float | None = None, why: str = ""):
+    """The setting ``name`` as a ``kind``, between ``minimum`` and ``maximum`` when given.
+
+    ``why`` says where a bound comes from, so a refused value explains itself.
+    """
     raw = _get(name)
     if raw is None:
         return kind(default)
     try:
         value = kind(raw)
     except ValueError:
-        raise ConfigError(f"bad setting: {name}={raw!r} is not a {kind.__name__}") from None
+        what = "whole number" if kind is int else "number"
+        raise ConfigError(f"bad setting: {name}={raw!r} is not a {what}") from None
+    if not math.isfinite(value):  # float('nan') passes every comparison below
+        raise ConfigError(f"bad setting: {name}={raw!r} is not a finite number")
+    reason = f" ({why})" if why else ""
     if minimum is not None and value < minimum:
-        raise ConfigError(f"bad setting: {name}={raw!r} must be at least {minimum}")
+        raise ConfigError(f"bad setting: {name}={raw!r} must be at least {_plain(minimum)}{reason}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"bad setting: {name}={raw!r} must be at most {_plain(maximum)}{reason}")
     return value
+
+
+def _plain(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+def _port(name: str, default: int) -> int:
+    return _number(name, default, int, minimum=1, maximum=65535, why="a TCP port")
 
 
 def _flag(name: str, default: bool = False) -> bool:
@@ -111,7 +133,7 @@ def postgres() -> PostgresSettings:
         )
     return PostgresSettings(
         host=host,
-        port=_number("POSTGRES_PORT", 5432, int, minimum=1),
+        port=_port("POSTGRES_PORT", 5432),
         dbname=dbname or require("POSTGRES_DBNAME"),
         user=require("POSTGRES_USER"),
         password=_get("POSTGRES_PASSWORD"),
@@ -183,12 +205,18 @@ def snowflake() -> SnowflakeSettings:
         warehouse=require("SNOWFLAKE_WAREHOUSE"),
         role=_get("SNOWFLAKE_ROLE"),
         host=_get("SNOWFLAKE_HOST"),
-        port=_number("SNOWFLAKE_PORT", 0, int, minimum=0) or None,
+        port=_port("SNOWFLAKE_PORT", 0) if _get("SNOWFLAKE_PORT") else None,
         protocol=protocol,
         login_timeout=_number("SNOWFLAKE_LOGIN_TIMEOUT", 60, int, minimum=1),
         network_timeout=_number("SNOWFLAKE_NETWORK_TIMEOUT", 600, int, minimum=1),
-        lock_timeout=int(run_lock_timeout_seconds()),
+        # Whole seconds there: a fractional wait rounds up, never down to 0 (no wait).
+        lock_timeout=math.ceil(run_lock_timeout_seconds()),
     )
+
+
+# The activity API's largest page (its contract's MAX_LIMIT, which the simulator enforces too):
+# a larger `limit` is answered 400, so a page size above it cannot work.
+ACTIVITY_API_MAX_PAGE_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -208,7 +236,9 @@ def activity_api() -> ActivityApiSettings:
     return ActivityApiSettings(
         url=require("ACTIVITY_API_URL").rstrip("/"),
         token=require("ACTIVITY_API_TOKEN"),
-        page_size=_number("ACTIVITY_API_PAGE_SIZE", 1000, int, minimum=1),
+        page_size=_number("ACTIVITY_API_PAGE_SIZE", ACTIVITY_API_MAX_PAGE_SIZE, int, minimum=1,
+                          maximum=ACTIVITY_API_MAX_PAGE_SIZE,
+                          why="the API answers 400 to a limit outside 1..1000"),
         connect_timeout=_number("ACTIVITY_API_CONNECT_TIMEOUT", 5.0, minimum=0.1),
         read_timeout=_number("ACTIVITY_API_READ_TIMEOUT", 30.0, minimum=0.1),
         deadline_seconds=_number("ACTIVITY_API_DEADLINE_SECONDS", 900.0, minimum=1),
@@ -218,8 +248,74 @@ def activity_api() -> ActivityApiSettings:
     )
 
 
+LANDING_FORMS = "file:///absolute/path, file://localhost/absolute/path or s3://bucket/prefix"
+
+
 def landing_url() -> str:
-    return _get("LANDING_URL") or (data_dir() / "landing").as_uri()
+    """The landing zone's URL: LANDING_URL, else a folder in the data directory.
+
+    Refuses a URL that cannot mean what its writer meant: an unknown scheme, a ``file://`` URL
+    whose path is relative (``file://.data/landing`` reads as host ``.data`` and path
+    ``/landing``: it would write to /landing) or on another host, an ``s3://`` URL without a
+    bucket, or a ``?`` or ``#`` (a URL parser takes them as query and fragment, cutting the
+    path short).
+    """
+    url = _get("LANDING_URL")
+    if url is None:
+        return (data_dir() / "landing").as_uri()
+    parsed = urlsplit(url)
+    scheme = parsed.scheme.lower()
+
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(f"bad setting: LANDING_URL={url!r} {why}")
+
+    if not scheme:
+        raise refuse(f"is not a URL: use {LANDING_FORMS}"
+                     f" (this folder is {_folder_uri(url)})")
+    if scheme not in ("file", "s3"):
+        raise refuse(f"has an unknown scheme {parsed.scheme!r}: use {LANDING_FORMS}")
+    if "?" in url or "#" in url:
+        raise refuse("has a '?' or '#', which would cut the path short: write them as %3F and %23")
+    if scheme == "s3":
+        if not parsed.netloc:
+            raise refuse("names no bucket: use s3://bucket/prefix")
+        return url
+    if parsed.netloc not in ("", "localhost"):
+        # Most often a relative path written after file://, its first folder read as a host.
+        relative = parsed.netloc + parsed.path
+        raise refuse(f"names the host {parsed.netloc!r}: a file:// URL is a local absolute path,"
+                     " file:///absolute/path or file://localhost/absolute/path; if you meant"
+                     f" the relative path {relative!r}, from here it is {_folder_uri(relative)}")
+    if not parsed.path.startswith("/"):
+        raise refuse("is not an absolute path: use file:///absolute/path"
+                     + (f" (from here {_folder_uri(parsed.path)})" if parsed.path else ""))
+    return url
+
+
+def _folder_uri(path: str) -> str:
+    return Path(unquote(path)).expanduser().resolve().as_uri()
+
+
+def sample_rows(value: object) -> int | None:
+    """A trial run's ``sample_rows`` (pipeline variable or ``--sample-rows``): None when unset.
+
+    Mage hands a pipeline variable over as it was typed (an int from YAML, text from the
+    editor or an API trigger), so digits in text are accepted. Below 1 is refused: 0 would
+    fetch nothing and, were it taken for "not sampled", move the watermark past the window.
+    """
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        raise ConfigError(f"bad setting: sample_rows={value!r} is not a whole number: give the"
+                          " number of events a trial run keeps, or leave it unset")
+    if number < 1:
+        raise ConfigError(f"bad setting: sample_rows={number} must be at least 1 (the number of"
+                          " events a trial run keeps); leave it unset to fetch the whole window")
+    return number
 
 
 def landing_chunk_rows() -> int:
@@ -237,8 +333,21 @@ def activity_lookback_hours() -> float:
     return _number("ACTIVITY_LOOKBACK_HOURS", 24.0, minimum=0)
 
 
+# PostgreSQL's lock_timeout is a whole number of milliseconds up to 2^31 - 1.
+_MAX_LOCK_TIMEOUT_SECONDS = (2**31 - 1) // 1000
+
+
 def run_lock_timeout_seconds() -> float:
-    return _number("RUN_LOCK_TIMEOUT_SECONDS", 300.0, minimum=0)
+    """How long a run waits for another run's write lock; 0 means not at all."""
+    value = _number("RUN_LOCK_TIMEOUT_SECONDS", 300.0, minimum=0,
+                    maximum=_MAX_LOCK_TIMEOUT_SECONDS,
+                    why="PostgreSQL's lock_timeout is at most 2147483 s")
+    if 0 < value < 0.001:
+        # Rounded to PostgreSQL's whole milliseconds it would be 0, which there means *wait
+        # forever*: the opposite of a short wait.
+        raise ConfigError(f"bad setting: RUN_LOCK_TIMEOUT_SECONDS={value:g} is below a"
+                          " millisecond: use 0 (do not wait) or at least 0.001")
+    return value
 
 
 def marts_build_lease_seconds() -> float:
@@ -266,7 +375,7 @@ def smtp() -> SmtpSettings:
         raise ConfigError("missing setting: SMTP_HOST is set but ALERT_EMAIL_TO is not")
     return SmtpSettings(
         host=host,
-        port=_number("SMTP_PORT", 25, int, minimum=1),
+        port=_port("SMTP_PORT", 25),
         user=_get("SMTP_USER"),
         password=_get("SMTP_PASSWORD"),
         starttls=_flag("SMTP_STARTTLS", False),

@@ -8,6 +8,7 @@ for their own server.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,8 @@ from mage_project.warehouse import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Settings a developer may have exported must not leak into the tests.
+# Settings a developer may have exported (or `make` read from .env) must not leak into the
+# tests: every setting .env.example names, and these, which it does not.
 _PROJECT_VARS = (
     "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DBNAME", "POSTGRES_USER", "POSTGRES_PASSWORD",
     "ACTIVITY_API_URL", "ACTIVITY_API_TOKEN", "LANDING_URL", "WORK_DIR", "PROJECT_DATA_DIR",
@@ -36,9 +38,18 @@ _PROJECT_VARS = (
 )
 
 
+def env_example_settings(text: str) -> list[str]:
+    """The setting names of .env.example's text: lines ``NAME=...`` or ``# NAME=...``."""
+    return re.findall(r"^#?[ \t]*([A-Z][A-Z0-9_]*)=", text, re.MULTILINE)
+
+
+_SETTINGS = tuple(dict.fromkeys(
+    (*_PROJECT_VARS, *env_example_settings((ROOT / ".env.example").read_text()))))
+
+
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
-    for name in _PROJECT_VARS:
+    for name in _SETTINGS:
         monkeypatch.delenv(name, raising=False)
     # Not under pytest's tmp dirs, which another pytest session resets to mode 0700: a test
     # that starts the embedded PostgreSQL in its data dir would lock out the server's user.
