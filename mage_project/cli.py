@@ -2,7 +2,17 @@
 
 Runs the pipeline through Mage (the same blocks the scheduler and the editor run, with their
 ``@test``s on), records a failed run and sends its alert (``mage run`` sends none), and exits
-non-zero with the reason on stderr.
+non-zero with the reason on stderr. Every setting the run will read is checked first, so a
+setting that cannot work stops it before anything is fetched or written.
+
+Exit status of ``run`` (also in ``--help``):
+
+0  the run succeeded.
+1  the run failed: recorded in ops.pipeline_runs, its alert sent, the reason on stderr.
+   (Also when the run's file results cannot be read back from the warehouse after it.)
+2  bad arguments or settings (``error: ...`` on stderr, naming the setting): nothing ran.
+3  the run completed but some input files failed (warehouse_elt): every other file was
+   loaded; each failed one was alerted and is listed on stderr (see ops.file_manifest).
 """
 
 from __future__ import annotations
@@ -19,6 +29,15 @@ from mage_project import config, transform
 log = logging.getLogger("mage_project")
 
 PIPELINES = ("user_activity_ingest", "warehouse_elt")
+
+EXIT_SUCCEEDED, EXIT_FAILED, EXIT_BAD_SETTINGS, EXIT_FILES_FAILED = 0, 1, 2, 3
+EXIT_CODES = f"""exit status:
+  {EXIT_SUCCEEDED}  the run succeeded
+  {EXIT_FAILED}  the run failed (recorded in ops.pipeline_runs, alert sent)
+  {EXIT_BAD_SETTINGS}  bad arguments or settings: nothing ran
+  {EXIT_FILES_FAILED}  the run completed but some input files failed (warehouse_elt: every
+     other file was loaded; the failed ones are alerted and listed on stderr)
+"""
 
 
 def prepare_mage_environment() -> None:
@@ -113,7 +132,43 @@ def _fail(pipeline: str, variables: dict, error: BaseException, started: float) 
         window_end=variables.get("window_end"),
     )
     print(f"{pipeline} run {variables['run_id']} failed: {reason}", file=sys.stderr)
-    return 1
+    return EXIT_FAILED
+
+
+def check_settings(pipeline: str) -> None:
+    """Resolve every setting ``pipeline``'s run reads, so one that cannot work raises
+    ConfigError now, naming it, rather than midway through the run (or, for the alert
+    settings, silently when the run fails). The warehouse comes last: unset, it starts the
+    embedded PostgreSQL."""
+    if pipeline == "user_activity_ingest":
+        config.activity_api()
+        config.landing_chunk_rows()
+        config.activity_lookback_hours()
+    else:
+        config.marts_build_lease_seconds()
+    config.landing_url()
+    config.run_lock_timeout_seconds()
+    config.smtp()
+    config.work_dir()
+    if config.warehouse() == "snowflake":
+        config.snowflake()
+    else:
+        config.postgres()
+
+
+def failed_files(run_id: str) -> list[tuple[str, str, str | None]]:
+    """(file_key, status, error) of each file the run ``run_id`` did not load, by key. Any
+    status but 'loaded' counts: a file the source sent broken and one that failed here alike."""
+    from mage_project import warehouse
+
+    db = warehouse.writer()
+    with db.connection() as conn, db.transaction(conn) as cur:
+        cur.execute(
+            "select file_key, status, error from ops.file_manifest"
+            " where run_id = %s and status <> 'loaded' order by file_key",
+            (run_id,),
+        )
+        return [tuple(row) for row in cur.fetchall()]
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -132,43 +187,54 @@ def run_command(args: argparse.Namespace) -> int:
         variables["execution_date"] = (
             parse_bound(args.execution_date) if args.execution_date else datetime.now(UTC)
         ).isoformat()
-        if args.sample_rows is not None:
-            variables["sample_rows"] = args.sample_rows
+        sample_rows = config.sample_rows(args.sample_rows)
+        if sample_rows is not None:
+            variables["sample_rows"] = sample_rows
         if args.pipeline == "warehouse_elt":
             if args.start is not None:
                 raise ValueError("warehouse_elt loads whatever files are new: no --start/--end")
             variables["wait_for_files"] = False  # the command line loads what is there, now
-        # Settings are checked before Mage starts, so a missing one fails fast and by name.
-        if args.pipeline == "user_activity_ingest":
-            config.activity_api()
-        config.landing_url()
-        if config.warehouse() == "snowflake":
-            config.snowflake()
-        else:
-            config.postgres()
+        # Settings are checked before Mage starts, so a bad one fails fast and by name.
+        check_settings(args.pipeline)
     except (ValueError, config.ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_SETTINGS
     started = time.monotonic()
     try:
         run_pipeline(args.pipeline, variables)
     except Exception as exc:
         return _fail(args.pipeline, variables, exc, started)
-    print(f"{args.pipeline} run {variables['run_id']} succeeded in "
-          f"{time.monotonic() - started:.1f} s")
-    return 0
+    elapsed = time.monotonic() - started
+    try:
+        failed = failed_files(variables["run_id"]) if args.pipeline == "warehouse_elt" else []
+    except Exception as exc:  # the run is recorded; only its file results could not be read
+        print(f"{args.pipeline} run {variables['run_id']} completed, but which of its files"
+              f" failed could not be read from ops.file_manifest: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    if failed:
+        print(f"{args.pipeline} run {variables['run_id']} completed in {elapsed:.1f} s, but"
+              f" {len(failed)} file(s) failed (every other file was loaded):", file=sys.stderr)
+        for key, status, error in failed:
+            print(f"  {key}: {status}: {error}", file=sys.stderr)
+        return EXIT_FILES_FAILED
+    print(f"{args.pipeline} run {variables['run_id']} succeeded in {elapsed:.1f} s")
+    return EXIT_SUCCEEDED
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mage_project")
+    parser = argparse.ArgumentParser(prog="python -m mage_project", epilog=f"run's {EXIT_CODES}",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a pipeline through Mage")
+    run = sub.add_parser("run", help="run a pipeline through Mage", epilog=EXIT_CODES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("pipeline", choices=PIPELINES)
     run.add_argument("--start", help="window start: YYYY-MM-DD or RFC 3339 datetime (UTC)")
     run.add_argument("--end", help="window end (exclusive): YYYY-MM-DD or RFC 3339 datetime")
     run.add_argument("--execution-date",
                      help="the run's logical time for a scheduled window (default: now)")
-    run.add_argument("--sample-rows", type=int, help="stop after this many events (trials)")
+    run.add_argument("--sample-rows", metavar="N",
+                     help="stop after N events, N >= 1 (trials; the watermark stays)")
     run.add_argument("--run-id", help=argparse.SUPPRESS)
     sub.add_parser("demo", help="serve the simulator and ingest the last 3 days")
     sub.add_parser("editor", help="Mage's editor on http://127.0.0.1:6789 for this project")

@@ -1,7 +1,10 @@
-"""The command-line runner's pure parts."""
+"""The command-line runner's pure parts, and its refusals: a setting that cannot work exits 2
+naming it, before any service starts."""
 
 import pytest
+from conftest import run_cli
 
+from mage_project import cli, config
 from mage_project.cli import dependency_order
 
 
@@ -10,3 +13,96 @@ def test_blocks_run_in_dependency_order():
         "fetch", "validate", "load"]
     with pytest.raises(ValueError, match="cycle"):
         dependency_order({"a": ["b"], "b": ["a"]})
+
+
+API = {"ACTIVITY_API_URL": "https://api.example.com", "ACTIVITY_API_TOKEN": "t0ken"}
+
+
+@pytest.mark.parametrize(("pipeline", "args", "settings", "message"), [
+    ("user_activity_ingest", ["--sample-rows", "0"], API,
+     "bad setting: sample_rows=0 must be at least 1"),
+    ("user_activity_ingest", ["--sample-rows", "-1"], API,
+     "bad setting: sample_rows=-1 must be at least 1"),
+    ("user_activity_ingest", ["--sample-rows", "ten"], API,
+     "bad setting: sample_rows='ten' is not a whole number"),
+    ("user_activity_ingest", [], {**API, "ACTIVITY_API_PAGE_SIZE": "1001"},
+     "bad setting: ACTIVITY_API_PAGE_SIZE='1001' must be at most 1000"),
+    ("user_activity_ingest", [], {**API, "ACTIVITY_API_PAGE_SIZE": "0"},
+     "bad setting: ACTIVITY_API_PAGE_SIZE='0' must be at least 1"),
+    ("user_activity_ingest", [], {**API, "ACTIVITY_API_READ_TIMEOUT": "0"},
+     "bad setting: ACTIVITY_API_READ_TIMEOUT='0' must be at least 0.1"),
+    ("user_activity_ingest", [], {**API, "LANDING_CHUNK_ROWS": "0"},
+     "bad setting: LANDING_CHUNK_ROWS='0' must be at least 1"),
+    ("user_activity_ingest", [], {**API, "ACTIVITY_LOOKBACK_HOURS": "-2"},
+     "bad setting: ACTIVITY_LOOKBACK_HOURS='-2' must be at least 0"),
+    ("user_activity_ingest", [], {**API, "LANDING_URL": "file://.data/landing"},
+     "bad setting: LANDING_URL='file://.data/landing' names the host '.data'"),
+    ("user_activity_ingest", [], {}, "missing setting: environment variable ACTIVITY_API_URL"),
+    ("warehouse_elt", [], {"LANDING_URL": "file://.data/landing"},
+     "bad setting: LANDING_URL='file://.data/landing' names the host '.data'"),
+    ("warehouse_elt", [], {"LANDING_URL": "ftp://files.example.com/landing"},
+     "bad setting: LANDING_URL='ftp://files.example.com/landing' has an unknown scheme 'ftp'"),
+    ("warehouse_elt", [], {"LANDING_URL": "s3:///landing"},
+     "bad setting: LANDING_URL='s3:///landing' names no bucket"),
+    ("warehouse_elt", [], {"MARTS_BUILD_LEASE_SECONDS": "30"},
+     "bad setting: MARTS_BUILD_LEASE_SECONDS='30' must be at least 60"),
+    ("warehouse_elt", [], {"RUN_LOCK_TIMEOUT_SECONDS": "-1"},
+     "bad setting: RUN_LOCK_TIMEOUT_SECONDS='-1' must be at least 0"),
+    ("warehouse_elt", [], {"SMTP_PORT": "70000"},
+     "bad setting: SMTP_PORT='70000' must be at most 65535"),
+    ("warehouse_elt", [], {"SMTP_HOST": "smtp.example.com"},
+     "missing setting: SMTP_HOST is set but ALERT_EMAIL_TO is not"),
+    ("warehouse_elt", [], {"WAREHOUSE": "oracle"},
+     "bad setting: WAREHOUSE='oracle' is not one of postgres, snowflake"),
+    ("warehouse_elt", [], {"POSTGRES_HOST": "db.example.com", "POSTGRES_PORT": "0"},
+     "bad setting: POSTGRES_PORT='0' must be at least 1"),
+    ("warehouse_elt", [], {"WAREHOUSE": "snowflake", "SNOWFLAKE_ACCOUNT": "xy12345",
+                           "SNOWFLAKE_USER": "loader", "SNOWFLAKE_PASSWORD": "secret",
+                           "SNOWFLAKE_DATABASE": "ANALYTICS", "SNOWFLAKE_WAREHOUSE": "COMPUTE",
+                           "SNOWFLAKE_PORT": "65536"},
+     "bad setting: SNOWFLAKE_PORT='65536' must be at most 65535"),
+])
+def test_a_setting_that_cannot_work_exits_2_naming_it_and_nothing_runs(
+        pipeline, args, settings, message, monkeypatch, capsys):
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["run", pipeline, *args]) == cli.EXIT_BAD_SETTINGS == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"error: {message}"), err
+    assert "succeeded" not in out + err and "failed:" not in err
+    # Nothing ran: not even the embedded PostgreSQL was started.
+    assert not (config.data_dir() / "postgres").exists()
+
+
+def test_sample_rows_0_exits_2_from_the_command_line():
+    result = run_cli("run", "user_activity_ingest", "--sample-rows", "0",
+                     env={"ACTIVITY_API_URL": "http://127.0.0.1:9", "ACTIVITY_API_TOKEN": "t"})
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.startswith("error: bad setting: sample_rows=0 must be at least 1 "), \
+        result.stderr
+    assert result.stdout == ""
+
+
+def test_bad_arguments_exit_2(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["run", "no_such_pipeline"])
+    assert exited.value.code == 2
+    assert cli.main(["run", "warehouse_elt", "--start", "2026-11-01", "--end", "2026-11-02"]) == 2
+    assert cli.main(["run", "user_activity_ingest", "--start", "2026-11-02"]) == 2
+    err = capsys.readouterr().err
+    assert "error: warehouse_elt loads whatever files are new: no --start/--end" in err
+    assert "error: give both --start and --end, or neither" in err
+
+
+def test_help_documents_every_exit_status(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["run", "--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    for status, meaning in [(0, "the run succeeded"), (1, "the run failed (recorded in ops.pipeline_runs,"),
+                            (2, "bad arguments or settings: nothing ran"),
+                            (3, "the run completed but some input files failed")]:
+        assert f"  {status}  {meaning}" in text, text
+    assert (cli.EXIT_SUCCEEDED, cli.EXIT_FAILED, cli.EXIT_BAD_SETTINGS, cli.EXIT_FILES_FAILED) == (0, 1, 2, 3)
+    for status in range(4):
+        assert f"\n{status}  " in cli.__doc__
