@@ -1,5 +1,6 @@
 """When the dbt build fails: store the results of the tests it ran in ops.quality_results (the
-evidence of why the marts were not published) and give up the marts' build lease."""
+evidence of why the marts were not published) and give up the marts' build lease. From the
+notebook it runs in the session's kernel, so it names the run plan_marts_build named there."""
 from mage_project import runs
 from mage_project.pipelines import quality_gates
 

@@ -20,14 +20,30 @@ def run_id_for(mage_kwargs: dict, notebook: str | None = None) -> str:
     """The run id of a block's run: the runner's, else one derived from Mage's pipeline run.
 
     Derived ids are stable across a run's blocks and retries, so a failure callback and the
-    exporter name the same run. A block run from the editor's notebook belongs to no run: it
-    gets ``notebook`` when given (the same for every notebook run), else a new id.
+    exporter name the same run. A block run from the editor's notebook belongs to no pipeline
+    run. With ``notebook``, it belongs to its editor session's: ``<notebook>-<pid>-<hash>``, of
+    the process that runs it. Mage runs every notebook block of a session in the session's
+    kernel, one process, so the blocks a user runs there (a plan, the dbt block, the publish, a
+    failure callback) name one run, and running one again is that run again; another editor
+    (another Mage server, or this one's kernel after a restart) is another run. The hash of the
+    host, pid and process start time tells apart processes that had the same pid. Without
+    ``notebook``, a new id.
     """
     if mage_kwargs.get("run_id"):
         return str(mage_kwargs["run_id"])
     if mage_kwargs.get("pipeline_run_id") is not None:
         return f"mage-{mage_kwargs['pipeline_run_id']}"
-    return notebook or new_run_id()
+    if not notebook:
+        return new_run_id()
+    import hashlib
+    import os
+    import socket
+
+    import psutil
+
+    pid = os.getpid()
+    process = f"{socket.gethostname()}/{pid}/{psutil.Process(pid).create_time()!r}"
+    return f"{notebook}-{pid}-{hashlib.sha256(process.encode()).hexdigest()[:8]}"
 
 
 def read_watermark(cur, entity: Entity) -> datetime | None:

@@ -2,11 +2,12 @@
 their last publish: the dbt block is skipped), or the arguments of the dbt build, with the
 marts' build lease taken for this run so no other run builds into the audit schema meanwhile.
 
-Run from the notebook, the build belongs to the run called `editor`: running this block again
-takes its own lease again; publish_marts (or a failing dbt block) gives it up, and until then a
-scheduled run waits for it. Refuses while a loaded file version has not passed the raw quality
-gate. The pipeline variable `dbt_select` (a dbt selector) rebuilds that selection too, even
-when up to date.
+Run from the notebook, the build belongs to the editor session's run (`editor-<pid>-<hash>`, of
+the kernel that runs the session's blocks): running this block again takes its own lease again,
+another editor session's build waits for it or is refused, naming it; publish_marts (or a failing
+dbt block) gives it up, and until then a scheduled run waits for it. Refuses while a loaded
+file version has not passed the raw quality gate. The pipeline variable `dbt_select` (a dbt
+selector) rebuilds that selection too, even when up to date.
 """
 from mage_project import checks, runs
 from mage_project.pipelines import quality_gates

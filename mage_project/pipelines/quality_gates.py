@@ -235,8 +235,9 @@ def _require_gate_passed(db, conn) -> None:
 
 
 _LEASE = f"{PIPELINE}:marts"
-# The run the editor's notebook builds as: the same for every notebook run of the blocks, so
-# running plan_marts_build again takes its own lease again.
+# What a notebook build's run id starts with (runs.run_id_for(kwargs, notebook=EDITOR)): the
+# editor session's run, the same for every block run of one session (so running
+# plan_marts_build again takes its own lease again), another for another session.
 EDITOR = "editor"
 
 

@@ -1,0 +1,235 @@
+"""Runs beside runs: two of each pipeline started together, a scheduler run beside a command-line
+run of the same window, and notebook builds of the marts beside other builds.
+
+Each promise is shown with real processes (the command line's ``python -m mage_project run``,
+Mage's scheduler, and an editor session's kernel) on one warehouse: each pipeline's write lock
+(RUN_LOCK_TIMEOUT_SECONDS) and the marts' build lease (ops.build_leases) make them take turns,
+and the tables end holding each row once.
+
+An editor session is played by ``NotebookSession``: a process that runs the blocks it is told, one
+at a time, the way Mage's notebook runs a block in the session's kernel (``execute_custom_code``
+in mage_ai/server/utils/execute_custom_code.py: ``block.execute_with_callback(from_notebook=True,
+...)``, then the block's tests), with the variables Mage's websocket server gives a notebook run.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, query, run_cli
+
+from mage_project import config
+from mage_project.landing import LandingZone
+from mage_project.sources.file_drops import expected_latest, write_drops
+
+DROPS = (date(2026, 11, 1), date(2026, 11, 3))  # the file drops' days: [start, end)
+DROP_PARAMS = {"seed": 5, "events_per_day": 400, "users": 150}
+ELT = "warehouse_elt"
+
+# One editor session's kernel. Reads block uuids on stdin, one a line; runs each as the notebook
+# does and answers one line, "RESULT <json>" ({"block", "output"} or {"block", "error"}).
+NOTEBOOK_KERNEL = r"""
+import json
+import os
+import sys
+from datetime import datetime, timedelta
+
+from mage_project import config, transform
+from mage_project.cli import prepare_mage_environment
+
+prepare_mage_environment()
+from mage_ai.settings.repo import set_repo_path
+
+set_repo_path(str(config.PROJECT_ROOT))
+from mage_ai.data_preparation.models.constants import BlockStatus
+from mage_ai.data_preparation.models.pipeline import Pipeline
+from mage_ai.data_preparation.variable_manager import get_global_variables
+from mage_ai.orchestration.db import db_connection
+
+db_connection.start_session()
+os.environ.update(transform.warehouse_environment())  # as `make editor` exports them
+pipeline = Pipeline.get(sys.argv[1], repo_path=str(config.PROJECT_ROOT))
+print("READY", flush=True)
+for line in sys.stdin:
+    block = pipeline.get_block(line.strip())
+    # The variables of a notebook run, as mage_ai/server/websocket_server.py sets them.
+    now = datetime.now()
+    global_vars = {**(get_global_variables(pipeline.uuid) or {}), "env": "dev",
+                   "execution_date": now, "interval_end_datetime": now + timedelta(days=1),
+                   "interval_seconds": None, "interval_start_datetime": now,
+                   "interval_start_datetime_previous": None, "event": {}}
+    try:
+        # update_status=False: the committed metadata.yaml stays as it is.
+        result = block.execute_with_callback(from_notebook=True, global_vars=global_vars,
+                                             update_status=False)
+        block.run_tests(from_notebook=True, global_vars=global_vars, update_tests=False)
+        # What update_status would write into metadata.yaml, kept in this session instead.
+        block.status = BlockStatus.EXECUTED
+        output = next((o for o in (result or {}).get("output") or [] if o is not None), None)
+        reply = {"block": block.uuid, "output": output}
+    except Exception as error:
+        reply = {"block": block.uuid, "error": f"{type(error).__name__}: {error}"}
+    print("RESULT " + json.dumps(reply, default=str), flush=True)
+"""
+
+
+class NotebookSession:
+    """An editor session: one kernel process that runs the blocks a user runs, in turn."""
+
+    def __init__(self, pipeline: str, data_dir: Path, env: dict | None = None):
+        self.log = data_dir / "kernel.log"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._lines: queue.Queue[str] = queue.Queue()
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", NOTEBOOK_KERNEL, pipeline], cwd=ROOT,
+                # Its own Mage state, as another editor has.
+                env={**os.environ, "MAGE_DATA_DIR": str(data_dir / "mage"), **(env or {})},
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+        self._expect("READY", timeout=180)
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put("")  # ended
+
+    def _expect(self, prefix: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is not None and line.startswith(prefix):
+                return line[len(prefix):]
+            if line == "" or (line is None and time.monotonic() >= deadline):
+                raise AssertionError(f"the notebook session gave no {prefix!r} line; its log:\n"
+                                     f"{self.log.read_text()[-4000:]}")
+
+    def run(self, block: str, timeout: float = 300) -> dict:
+        """Run ``block`` as the notebook does; its output, or {"error": ...} when it raised."""
+        self.process.stdin.write(block + "\n")
+        self.process.stdin.flush()
+        reply = json.loads(self._expect("RESULT ", timeout))
+        assert reply["block"] == block, reply
+        return reply
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def lease(conn) -> str | None:
+    [(holder,)] = query(conn, "select run_id from ops.build_leases where name = %s",
+                        (f"{ELT}:marts",))
+    return holder
+
+
+def land_drops() -> list[str]:
+    return write_drops(LandingZone(config.landing_url()), *DROPS, **DROP_PARAMS)
+
+
+def file_rows(keys: list[str]) -> dict[str, list[dict]]:
+    """Each landed file's rows, read back with the csv module (not the project's loader)."""
+    zone = LandingZone(config.landing_url())
+    rows = {}
+    for key in keys:
+        data = zone.read_bytes(key)
+        text = (gzip.decompress(data) if key.endswith(".gz") else data).decode()
+        rows[key] = list(csv.DictReader(io.StringIO(text)))
+    return rows
+
+
+def expected_marts(keys: list[str]) -> dict[str, object]:
+    """What the marts hold, told from the files alone: fct_daily_revenue's rows by date, and
+    the customers of dim_customers."""
+    rows = file_rows(keys)
+
+    def latest(prefix: str):
+        return expected_latest([(k, r) for k, r in rows.items() if k.startswith(prefix)],
+                               prefix).values()
+
+    revenue: dict = defaultdict(lambda: [Decimal(0), Decimal(0), set()])
+    for payment in latest("billing/payments"):
+        if payment["status"] not in ("succeeded", "refunded"):
+            continue
+        day = revenue[datetime.fromisoformat(payment["paid_at"]).astimezone(UTC).date()]
+        day[0] += Decimal(payment["amount"])
+        if payment["status"] == "refunded":
+            day[1] += Decimal(payment["amount"])
+        else:
+            day[2].add(int(payment["customer_id"]))
+    return {
+        "fct_daily_revenue": [(d, g, r, g - r, len(c)) for d, (g, r, c) in sorted(revenue.items())],
+        "dim_customers": sorted(int(c["customer_id"]) for c in latest("crm/customers")),
+    }
+
+
+def published_marts(conn) -> dict[str, object]:
+    return {
+        "fct_daily_revenue": query(conn, "select date, gross_revenue, refunds, net_revenue,"
+                                         " paying_customers from marts.fct_daily_revenue order by 1"),
+        "dim_customers": [c for (c,) in query(conn, "select customer_id from marts.dim_customers"
+                                                    " order by 1")],
+    }
+
+
+@pytest.mark.reliability
+def test_a_command_line_build_beside_a_notebook_build_is_refused_by_its_lease(warehouse, tmp_path,
+                                                                             monkeypatch):
+    """The notebook's session holds the marts' build lease from its plan to its publish: a
+    command-line run of warehouse_elt meanwhile is refused, naming the session's run; the
+    session's build publishes the marts once, and they hold what the files hold."""
+    keys = land_drops()
+    session = NotebookSession(ELT, tmp_path / "session")
+    try:
+        for block in ("detect_landing_file_drops", "load_landing_file_drops",
+                      "check_raw_quality_file_drops"):
+            assert "error" not in session.run(block), session.log.read_text()[-3000:]
+        plan = session.run("plan_marts_build")["output"]
+        editor_run = plan["run_id"]
+        assert editor_run.startswith(f"editor-{session.process.pid}-"), plan
+        assert (plan["up_to_date"], lease(warehouse)) == (False, editor_run)
+
+        monkeypatch.setenv("RUN_LOCK_TIMEOUT_SECONDS", "3")
+        refused = run_cli("run", ELT)
+        assert refused.returncode == 1, refused.stdout[-3000:]
+        assert f"another run ({editor_run}) is building the marts since" in refused.stderr, (
+            refused.stderr[-3000:])
+        [(cli_run, error)] = query(warehouse, "select run_id, error from ops.pipeline_runs"
+                                              " where pipeline = %s and status = 'failed'", (ELT,))
+        assert error.startswith(f"RunLockError: another run ({editor_run}) is building"), error
+        assert lease(warehouse) == editor_run  # the refused run took nothing
+        assert query(warehouse, "select count(*) from ops.marts_publications") == [(0,)]
+
+        assert "error" not in session.run("build_dbt_warehouse"), session.log.read_text()[-3000:]
+        published = session.run("publish_marts")["output"]
+    finally:
+        session.close()
+    assert published["published"] is True, published
+    assert query(warehouse, "select run_id, inputs_fingerprint from ops.marts_publications") == [
+        (editor_run, plan["inputs_fingerprint"])]
+    assert lease(warehouse) is None
+    assert published_marts(warehouse) == expected_marts(keys)
+    assert cli_run != editor_run
+
+
