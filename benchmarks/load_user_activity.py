@@ -1,7 +1,8 @@
 """``make bench``: load a day of user-activity events from its landing CSV into raw.user_activity.
 
 Measured in one run, on one embedded PostgreSQL, each in a fresh database:
-  1. psql \\copy of the same landing files into a table of the same shape and primary key;
+  1. psql \\copy of the same landing files (with the record as sent, ``_record``)
+     into a table of the same columns and primary key;
   2. this project's path (validate + COPY into staging + upsert, in one transaction), first load;
   3. the same day again (the re-run: every row compared, none changed);
   4. mage_ai.io.postgres.Postgres.export of the same rows in its upsert mode
@@ -38,7 +39,7 @@ def landing_day(directory: Path, events: int, chunk_rows: int) -> dict:
     from mage_project.entities import USER_ACTIVITY
     from mage_project.landing import LandingZone
     from mage_project.sources.activity_simulator import generate_events
-    from mage_project.validation import landing_row
+    from mage_project.validation import landing_header, landing_row
 
     zone = LandingZone(directory.as_uri())
     stream = generate_events(DAY, DAY + timedelta(days=1), seed=11, events_per_day=events)
@@ -46,7 +47,7 @@ def landing_day(directory: Path, events: int, chunk_rows: int) -> dict:
         f.as_dict()
         for f in zone.write_parts(
             lambda n: f"activity/user_activity/date=2026-11-01/bench-{n:05d}.csv",
-            USER_ACTIVITY.column_names,
+            landing_header(USER_ACTIVITY),
             (landing_row(USER_ACTIVITY, e) for e in stream),
             chunk_rows,
         )
@@ -118,7 +119,7 @@ def psql_copy(server, files: list[Path], env: dict) -> float:
     script = [
         "create table bench_copy (event_id text primary key, user_id bigint not null,"
         " event_type text not null, occurred_at timestamptz not null, session_id text,"
-        " page_url text, properties jsonb, amount numeric);",
+        " page_url text, properties jsonb, amount numeric, _record text);",
     ]
     Path(env["_dir"], "create.sql").write_text("\n".join(script))
     psql = [str(POSTGRES_BIN_PATH / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
@@ -142,7 +143,8 @@ def mage_export(env: dict, files: list[Path], rows: int) -> float:
 
     frames, total = [], 0
     for f in files:
-        frame = pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""])
+        frame = pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""],
+                            usecols=lambda name: name != "_record")
         frames.append(frame)
         total += len(frame)
         if total >= rows:

@@ -73,6 +73,7 @@ def window_loaded_before(cur, pipeline: str, start: datetime, end: datetime) -> 
 RUN_COLUMNS = (
     "run_id", "pipeline", "window_start", "window_end", "status", "rows_fetched", "rows_loaded",
     "rows_rejected", "rows_duplicate", "rows_changed", "started_at", "duration_seconds", "error",
+    "drift",
 )
 
 

@@ -19,7 +19,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 
@@ -44,10 +44,15 @@ class Rejected(ValueError):
 def _text(value: str) -> None:
     if "\x00" in value:
         raise Rejected("contains a NUL character")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Rejected("holds a lone surrogate (not UTF-8 text)") from None
 
 
 def _key(value: str) -> None:
-    if value.isspace():
+    if not value.strip():
         raise Rejected("is empty")
     _text(value)
 
@@ -151,8 +156,11 @@ PARSERS: dict[str, Callable[[str], object]] = {
 }
 
 
+RECORD_COLUMN = "_record"
+
+
 def landing_value(value) -> str | None:
-    """How a source value is written to a landing CSV cell."""
+    """How a source value is written to a landing CSV cell (a declared column's copy)."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -160,11 +168,142 @@ def landing_value(value) -> str | None:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def record_text(record) -> str:
+    """The record's JSON text as the landing copy keeps it: compact, keys in the order sent."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def landing_header(entity: Entity) -> list[str]:
+    return [*entity.column_names, RECORD_COLUMN]
+
+
 def landing_row(entity: Entity, record) -> list[str | None]:
+    """The landing CSV row of one API record: the declared fields, then the whole record.
+
+    The ``_record`` cell is the truth (what validation reads, what a replay reads); the declared
+    cells are a convenience for a reader of the file. A record that is not an object has only
+    its ``_record``.
+    """
     if not isinstance(record, dict):
-        # Keep what was sent: it is rejected as a record without a key, payload intact.
-        return [None] * (len(entity.columns) - 1) + [landing_value(record)]
-    return [landing_value(record.get(name)) for name in entity.column_names]
+        return [None] * len(entity.columns) + [record_text(record)]
+    return [*(landing_value(record.get(name)) for name in entity.column_names),
+            record_text(record)]
+
+
+# The JSON types a declared kind accepts: nothing is coerced (a string is not an integer, an
+# object sent as text is not an object), so what loads is what the API declared it would send.
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "key": (str,), "text": (str,), "enum": (str,), "timestamptz": (str,), "date": (str,),
+    "country": (str,), "bigint": (int,), "count": (int,), "json_object": (dict,),
+    "numeric": (int, float), "decimal": (int, float), "positive_decimal": (int, float),
+}
+_JSON_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object",
+               list: "array", type(None): "null"}
+# numeric columns are number(38,10) on Snowflake: larger amounts would fail its COPY.
+NUMERIC_LIMIT = 10**28
+
+
+def json_type(value) -> str:
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+# A run of 19 digits may be an integer past 64 bits, which orjson reads as a float (changing it).
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+
+
+def _parse_record(text: str):
+    """The record of a ``_record`` cell: orjson's speed where it reads exactly what Python's
+    parser (the API client's) does; Python's for long integers, NaN and Infinity."""
+    if _LONG_DIGITS.search(text):
+        return json.loads(text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+class SchemaFrozen(ValueError):
+    """A record drifted from its entity's declaration where the policy is ``freeze``."""
+
+
+def _drifted(counts: FileCounts, kind: str, field_name: str) -> None:
+    fields = counts.drift.setdefault(kind, {})
+    fields[field_name] = fields.get(field_name, 0) + 1
+
+
+class _RecordCheck:
+    """One entity's record check: the declared fields by type and value, drift by policy."""
+
+    def __init__(self, entity: Entity, window: Window, source_key: str, counts: FileCounts):
+        self.entity, self.window, self.key, self.counts = entity, window, source_key, counts
+        self.declared = set(entity.column_names)
+        self.policy = entity.drift
+
+    def _drift(self, kind: str, field_name: str, row_no: int, detail: str) -> str:
+        """Count the drift; raise under ``freeze``; return the mode to apply."""
+        _drifted(self.counts, kind, field_name)
+        mode = getattr(self.policy, kind)
+        if mode == "freeze":
+            raise SchemaFrozen(
+                f"{self.entity.name}: {detail} (record {row_no} of {self.key}); the entity's drift "
+                f"policy is {kind}=freeze: declare the change, or choose another mode"
+            )
+        return mode
+
+    def cells(self, record, row_no: int) -> list[str | None]:
+        """The declared columns' cells of a valid record; raises Rejected with the reason."""
+        if type(record) is not dict:
+            raise Rejected(f"the record is a JSON {json_type(record)}, not an object")
+        for name in record:
+            if name not in self.declared and self._drift(
+                "unknown_field", name, row_no, f"undeclared field {name!r}"
+            ) == "discard_row":
+                raise Rejected(f"has the undeclared field {name!r}")
+        return [self._cell(column, record, row_no) for column in self.entity.columns]
+
+    def _cell(self, column, record: dict, row_no: int) -> str | None:
+        name = column.name
+        if name not in record:
+            if column.required:
+                raise Rejected(f"{name} is missing")
+            if self._drift("missing_field", name, row_no, f"field {name!r} is missing") \
+                    == "discard_row":
+                raise Rejected(f"{name} is missing")
+            return None
+        value = record[name]
+        if value is None:
+            if column.required:
+                raise Rejected(f"{name} is null")
+            return None
+        if type(value) not in _JSON_TYPES[column.kind]:
+            expected = " or ".join(_JSON_NAMES[t] for t in _JSON_TYPES[column.kind])
+            detail = f"{name} is a JSON {json_type(value)}, not {expected}: {record_text(value)[:40]}"
+            if self._drift("wrong_type", name, row_no, detail) == "discard_value" \
+                    and not column.required:
+                return None
+            raise Rejected(detail)
+        if type(value) is float and not (math.isfinite(value) and abs(value) < NUMERIC_LIMIT) \
+                or type(value) is int and column.kind == "numeric" and abs(value) >= NUMERIC_LIMIT:
+            raise Rejected(f"{name} is not a finite number below 1e28: {record_text(value)[:40]}")
+        text = landing_value(value)
+        if text == "":
+            # One spelling of "no value" in the raw tables, as in the file drops (whose CSV
+            # cannot tell "" from null); the landing copy keeps the "" as sent.
+            if column.required:
+                raise Rejected(f"{name} is empty")
+            return None
+        if column.allowed and text not in column.allowed:
+            raise Rejected(f"{name} is not one of {list(column.allowed)}: {text[:40]!r}")
+        try:
+            parsed = PARSERS[column.kind](text)
+        except Rejected as exc:
+            raise Rejected(f"{name} {exc}") from None
+        if name == self.entity.cursor_field and not self.window.start <= parsed < self.window.end:
+            raise Rejected(
+                f"{name} {text} is outside the requested window "
+                f"[{self.window.start.isoformat()}, {self.window.end.isoformat()})"
+            )
+        return text
 
 
 @dataclass
@@ -176,9 +315,13 @@ class FileCounts:
     valid_path: str = ""
     rejects_path: str = ""
     notes: str = ""
+    drift: dict = field(default_factory=dict)  # kind -> field -> records
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+REJECT_HEADER = ["run_id", "source_file", "row_number", "reason", "raw_payload"]
 
 
 def validate_file(
@@ -190,79 +333,42 @@ def validate_file(
     window: Window,
     out_dir: Path,
 ) -> FileCounts:
-    """Check every row of one landing file; write its rejects to ``rejects-<n>.csv``.
+    """Check every record of one landing file, from its ``_record`` (the JSON as sent).
 
-    A file without rejects is loaded as it is (``valid_path`` is the landing file); a file with
-    rejects gets a copy without them (``valid-<n>.csv``), so the loader never sees a bad row.
+    Writes ``valid-<n>.csv`` (the declared columns of the valid records, for COPY) and
+    ``rejects-<n>.csv`` (each rejected record's JSON text with its reason). Raises SchemaFrozen
+    when a record drifts where the entity's policy is ``freeze``.
     """
-    names = entity.column_names
-    checks = [(i, c.name, PARSERS[c.kind], c.required) for i, c in enumerate(entity.columns)]
-    cursor_index = names.index(entity.cursor_field)
-    start, end = window.start, window.end
-    width = len(names)
+    header = landing_header(entity)
     counts = FileCounts(key=source_key)
-    rejected_rows: set[int] = set()
+    check = _RecordCheck(entity, window, source_key, counts)
+    valid_path = out_dir / f"valid-{file_no:05d}.csv"
     rejects_path = out_dir / f"rejects-{file_no:05d}.csv"
     with (
         open(source_path, encoding="utf-8", newline="") as src,
-        open(rejects_path, "w", encoding="utf-8", newline="") as rejects,
+        open(valid_path, "w", encoding="utf-8", newline="") as valid,
+        open(rejects_path, "w", encoding="utf-8", errors="backslashreplace", newline="") as rejects,
     ):
         reader = csv.reader(src, strict=True)
-        header = next(reader, None)
-        if header != names:
-            raise ValueError(f"landing file {source_key} has header {header}, expected {names}")
-        rejects.write(csv_line(["run_id", "source_file", "row_number", "reason", "raw_payload"]))
-        row_no = 0
-        for row in reader:
-            row_no += 1
-            reason = None
-            if len(row) != width:
-                reason = f"has {len(row)} fields, expected {width}"
-            else:
-                for i, name, check, required in checks:
-                    value = row[i]
-                    if not value:
-                        if required:
-                            reason = f"{name} is missing"
-                            break
-                        continue
-                    try:
-                        result = check(value)
-                    except Rejected as exc:
-                        reason = f"{name} {exc}"
-                        break
-                    if i == cursor_index and not start <= result < end:
-                        reason = (
-                            f"{name} {value} is outside the requested window "
-                            f"[{start.isoformat()}, {end.isoformat()})"
-                        )
-                        break
-            if reason is not None:
-                payload = json.dumps(dict(zip(names, row, strict=True)) if len(row) == width else row)
-                rejects.write(csv_line([run_id, source_key, str(row_no), reason, payload]))
-                rejected_rows.add(row_no)
-        counts.rows = row_no
-    counts.rejected = len(rejected_rows)
-    counts.valid = counts.rows - counts.rejected
-    counts.rejects_path = str(rejects_path)
-    counts.valid_path = str(source_path)
-    if rejected_rows:
-        counts.valid_path = str(_copy_without(source_path, out_dir / f"valid-{file_no:05d}.csv",
-                                              rejected_rows))
-    return counts
-
-
-def _copy_without(source: Path, target: Path, skip: set[int]) -> Path:
-    with (
-        open(source, encoding="utf-8", newline="") as src,
-        open(target, "w", encoding="utf-8", newline="") as out,
-    ):
-        reader = csv.reader(src, strict=True)
-        out.write(csv_line(next(reader)))
+        found = next(reader, None)
+        if found != header:
+            raise ValueError(f"landing file {source_key} has header {found}, expected {header}")
+        valid.write(csv_line(entity.column_names))
+        rejects.write(csv_line(REJECT_HEADER))
         for row_no, row in enumerate(reader, start=1):
-            if row_no not in skip:
-                out.write(csv_line(row))
-    return target
+            counts.rows = row_no
+            text = row[-1]
+            try:
+                cells = check.cells(_parse_record(text), row_no)
+            except Rejected as exc:
+                rejects.write(csv_line([run_id, source_key, str(row_no), str(exc), text]))
+                counts.rejected += 1
+                continue
+            valid.write(csv_line(cells))
+            counts.valid += 1
+    counts.valid_path = str(valid_path)
+    counts.rejects_path = str(rejects_path)
+    return counts
 
 
 def validate_files(
@@ -281,9 +387,9 @@ def validate_files(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
-        {"entity": entity.pipeline, "path": str(path), "key": key, "file_no": file_no,
-         "run_id": run_id, "start": window.start.isoformat(), "end": window.end.isoformat(),
-         "out_dir": str(out_dir)}
+        {"entity": entity.pipeline, "drift": asdict(entity.drift), "path": str(path), "key": key,
+         "file_no": file_no, "run_id": run_id, "start": window.start.isoformat(),
+         "end": window.end.isoformat(), "out_dir": str(out_dir)}
         for file_no, (path, key) in enumerate(files)
     ]
     workers = min(len(jobs), workers or os.cpu_count() or 1)
@@ -302,16 +408,20 @@ def validate_files(
     for proc, (stdout, stderr) in zip(procs, outputs, strict=True):
         if proc.returncode != 0:
             raise RuntimeError(f"validation worker failed (exit {proc.returncode}):\n{stderr[-4000:]}")
-        results += [FileCounts(**item) for item in json.loads(stdout)]
+        answer = json.loads(stdout)
+        if isinstance(answer, dict):
+            raise SchemaFrozen(answer["frozen"])
+        results += [FileCounts(**item) for item in answer]
     order = {job["key"]: job["file_no"] for job in jobs}
     return sorted(results, key=lambda c: order[c.key])
 
 
 def _run_job(job: dict) -> FileCounts:
-    from mage_project.entities import ENTITIES
+    from mage_project.entities import ENTITIES, DriftPolicy
 
+    entity = replace(ENTITIES[job["entity"]], drift=DriftPolicy(**job["drift"]))
     return validate_file(
-        ENTITIES[job["entity"]], Path(job["path"]), job["key"], job["file_no"], job["run_id"],
+        entity, Path(job["path"]), job["key"], job["file_no"], job["run_id"],
         Window(datetime.fromisoformat(job["start"]), datetime.fromisoformat(job["end"])),
         Path(job["out_dir"]),
     )
@@ -319,7 +429,22 @@ def _run_job(job: dict) -> FileCounts:
 
 def _worker_main() -> None:
     jobs = json.loads(Path(sys.argv[1]).read_text())
-    json.dump([_run_job(job).as_dict() for job in jobs], sys.stdout)
+    try:
+        answer: list | dict = [_run_job(job).as_dict() for job in jobs]
+    except SchemaFrozen as exc:
+        answer = {"frozen": str(exc)}
+    json.dump(answer, sys.stdout)
+
+
+def merge_drift(counts: list[FileCounts]) -> dict:
+    """The files' drift counts summed: kind -> field -> records."""
+    merged: dict = {}
+    for item in counts:
+        for kind, fields in item.drift.items():
+            into = merged.setdefault(kind, {})
+            for name, n in fields.items():
+                into[name] = into.get(name, 0) + n
+    return merged
 
 
 if __name__ == "__main__":

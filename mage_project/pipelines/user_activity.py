@@ -11,6 +11,7 @@ Blocks hand each other manifests (file keys and counts), never the day's data.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -32,7 +33,7 @@ from mage_project.runs import (
     write_watermark,
 )
 from mage_project.sources.activity_api import ActivityApiClient
-from mage_project.validation import landing_row, validate_files
+from mage_project.validation import landing_header, landing_row, merge_drift, validate_files
 from mage_project.windows import (
     Window,
     as_utc,
@@ -64,7 +65,13 @@ def fetch(
     execution_date=None,
     sample_rows: int | None = None,
 ) -> dict:
-    """Fetch the run's window into landing files, one partition per UTC day."""
+    """Fetch the run's window into landing files, one partition per UTC day.
+
+    Each landing row keeps the record as the API sent it (``_record``) beside its declared
+    fields. ``sample_rows`` (at least 1) stops after that many events, for trials; the
+    watermark then stays where it was.
+    """
+    sample_rows = config.sample_rows(sample_rows)
     started_at = datetime.now(UTC)
     run_id = run_id or new_run_id()
     api = config.activity_api()
@@ -99,7 +106,7 @@ def fetch(
             partition = f"{ENTITY.landing_prefix()}/date={day.start:%Y-%m-%d}"
             for landed in landing.write_parts(
                 lambda part, p=partition: f"{p}/{run_id}-{part:05d}.csv",
-                ENTITY.column_names,
+                landing_header(ENTITY),
                 rows,
                 chunk_rows,
             ):
@@ -152,6 +159,9 @@ def validate(manifest: dict) -> dict:
     result["validated"] = [c.as_dict() for c in counts]
     result["rows_valid"] = sum(c.valid for c in counts)
     result["rows_rejected"] = sum(c.rejected for c in counts)
+    result["drift"] = merge_drift(counts)
+    if result["drift"]:
+        log.warning("%s: records drifted from the declaration: %s", PIPELINE, result["drift"])
     failpoint("after_validate")
     return result
 
@@ -170,6 +180,8 @@ def load(validated: dict) -> dict:
         "rows_rejected": validated.get("rows_rejected", 0),
         "rows_duplicate": 0,
         "rows_changed": 0,
+        "rejects_new": 0,
+        "drift": validated.get("drift") or {},
     }
     if validated["window_start"] is None:
         summary["status"] = "success"
@@ -194,24 +206,27 @@ def load(validated: dict) -> dict:
                 staged = db.stage_files(cur, ENTITY, files)
                 failpoint("after_staging_copy")
                 distinct, changed = db.upsert_from_staging(cur, ENTITY, run_id, files, staged)
-            db.insert_rejects(
+            # Rejects count once per distinct record: the same JSON twice in a run is a duplicate.
+            rejected, rejects_new = db.insert_rejects(
                 cur, ENTITY, [Path(item["rejects_path"]) for item in validated["validated"]]
             )
             # A sampled (interactive) run loaded only part of its window: the watermark stays.
-            if not validated.get("sample_rows"):
+            if validated.get("sample_rows") is None:
                 current = read_watermark(cur, ENTITY)
                 target = next_watermark(current, window)
                 if target is not None and target != current:
                     write_watermark(cur, ENTITY, target, run_id)
             summary.update(
                 rows_loaded=distinct,
-                rows_duplicate=staged - distinct,
+                rows_rejected=rejected,
+                rows_duplicate=staged - distinct + summary["rows_rejected"] - rejected,
                 rows_changed=changed,
+                rejects_new=rejects_new,
                 status="success",
             )
             record_run(
                 cur,
-                **summary,
+                **{**summary, "drift": json.dumps(summary["drift"]) if summary["drift"] else None},
                 started_at=started,
             )
             failpoint("before_commit")

@@ -175,10 +175,11 @@ def stage_files(cur, entity: Entity, files: list[tuple[str, Path]]) -> int:
 REJECT_COLUMNS = ("run_id", "source_file", "row_number", "reason", "raw_payload")
 
 
-def insert_rejects(cur, entity: Entity, paths: list[Path]) -> int:
-    """Add the rejects files to the entity's rejects table; a record already there is kept.
+def insert_rejects(cur, entity: Entity, paths: list[Path]) -> tuple[int, int]:
+    """Add the rejects files to the entity's rejects table, one row per distinct record (its
+    JSON text's md5); a record already there is kept as it was first rejected.
 
-    Returns the number of new reject rows.
+    Returns (distinct records in the files, of which new to the table).
     """
     stage = sql.Identifier(f"stage_{entity.rejects_table}")
     cur.execute(
@@ -187,6 +188,8 @@ def insert_rejects(cur, entity: Entity, paths: list[Path]) -> int:
     )
     for path in paths:
         copy_csv(cur, stage, REJECT_COLUMNS, path)
+    cur.execute(sql.SQL("select count(distinct md5(raw_payload)) from {}").format(stage))
+    distinct = cur.fetchone()[0]
     cols = sql.SQL(", ").join(map(sql.Identifier, REJECT_COLUMNS))
     cur.execute(
         sql.SQL(
@@ -197,7 +200,7 @@ def insert_rejects(cur, entity: Entity, paths: list[Path]) -> int:
         ).format(target=sql.Identifier(entity.schema, entity.rejects_table), cols=cols,
                  stage=stage)
     )
-    return cur.rowcount
+    return distinct, cur.rowcount
 
 
 def upsert_from_staging(cur, entity: Entity, run_id: str, files: list[tuple[str, Path]],

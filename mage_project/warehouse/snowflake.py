@@ -357,9 +357,11 @@ def upsert_from_staging(cur, entity: Entity, run_id: str, files: list[tuple[str,
     return distinct, updated + cur.rowcount
 
 
-def insert_rejects(cur, entity: Entity, paths: list[Path]) -> int:
-    """Add the rejects files to the entity's rejects table, one row per distinct record
-    (``payload_md5``); a record already there is kept. Returns the number of new reject rows."""
+def insert_rejects(cur, entity: Entity, paths: list[Path]) -> tuple[int, int]:
+    """Add the rejects files to the entity's rejects table, one row per distinct record (its
+    JSON text's md5); a record already there is kept as it was first rejected.
+
+    Returns (distinct records in the files, of which new to the table)."""
     rows = 0
     with tempfile.TemporaryDirectory(prefix="snowflake-stage-", dir=config.work_dir()) as tmp:
         combined = Path(tmp) / "rejects.csv"
@@ -377,10 +379,12 @@ def insert_rejects(cur, entity: Entity, paths: list[Path]) -> int:
                         out.write(csv_line(row))
                         rows += 1
         if rows == 0:  # nothing to PUT (and COPY cannot read a header-only file on fakesnow)
-            return 0
+            return 0, 0
         _put(cur, combined, entity.rejects_table)
     stage = _rejects_staging_table(entity)
     _copy_folder(cur, stage, list(_REJECT_COLUMNS), entity.rejects_table, rows)
+    cur.execute(f"select count(distinct md5({ident('raw_payload')})) from {stage}")  # noqa: S608
+    distinct = cur.fetchone()[0]
     cols = ", ".join(ident(c) for c in _REJECT_COLUMNS)
     target = ident(entity.schema, entity.rejects_table)
     md5 = f"md5(s.{ident('raw_payload')})"
@@ -391,7 +395,7 @@ def insert_rejects(cur, entity: Entity, paths: list[Path]) -> int:
         f" qualify row_number() over (partition by {md5}"
         f" order by s.{ident('source_file')}, s.{ident('row_number')}) = 1"
     )
-    return cur.rowcount
+    return distinct, cur.rowcount
 
 
 def upsert_watermark(cur, entity: Entity, watermark, run_id: str) -> None:

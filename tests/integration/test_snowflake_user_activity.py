@@ -71,9 +71,10 @@ def test_window_loads_every_valid_event_once_and_rejects_the_rest(snowflake_ware
     assert rows(conn, "select count(*), count(distinct payload_md5) from raw.user_activity_rejects"
                 ) == [(rejected, rejected)]
     reasons = {r for (r,) in rows(conn, "select reason from raw.user_activity_rejects")}
-    assert any(r.startswith("user_id is not an integer") for r in reasons)
+    assert any(r.startswith('user_id is a JSON string, not integer: "abc"') for r in reasons)
     assert any(r.startswith("occurred_at has no UTC offset") for r in reasons)
-    assert any(r.startswith("properties is not a JSON object") for r in reasons)
+    assert any(r.startswith("properties is a JSON array, not object") for r in reasons)
+    assert "event_id is missing" in reasons and "event_id is empty" in reasons
     # Lineage: the run, and the landing file each row came from.
     lineage = rows(conn, "select distinct _run_id, _source_file from raw.user_activity")
     assert {run for run, _ in lineage} == {fetched["run_id"]}

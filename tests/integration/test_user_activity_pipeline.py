@@ -40,9 +40,11 @@ def test_window_loads_every_valid_event_once_and_rejects_the_rest(warehouse, sim
     assert query(warehouse, "select watermark from ops.watermarks") == [(END,)]
     reasons = {r for (r,) in query(warehouse, "select reason from raw.user_activity_rejects")}
     assert query(warehouse, "select count(*) from raw.user_activity_rejects") == [(rejected,)]
-    assert any(r.startswith("user_id is not an integer") for r in reasons)
+    assert any(r.startswith('user_id is a JSON string, not integer: "abc"') for r in reasons)
     assert any(r.startswith("occurred_at has no UTC offset") for r in reasons)
-    assert any(r.startswith("properties is not a JSON object") for r in reasons)
+    assert any(r.startswith("properties is a JSON array, not object") for r in reasons)
+    assert any(r.startswith("properties is a JSON string, not object") for r in reasons)
+    assert "event_id is missing" in reasons and "event_id is empty" in reasons
     # Landing files follow the documented layout, one partition per UTC day.
     landing = sorted(
         p.relative_to(config.data_dir() / "landing").parent.as_posix()

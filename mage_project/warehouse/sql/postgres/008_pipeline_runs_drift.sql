@@ -1,0 +1,3 @@
+-- What drifted from the entity's declaration in a run: kind -> field -> records
+-- (kinds: unknown_field, missing_field, wrong_type; see mage_project.entities.DriftPolicy).
+alter table ops.pipeline_runs add column if not exists drift jsonb;
