@@ -345,7 +345,8 @@ def run_lock_timeout_seconds() -> float:
     if 0 < value < 0.001:
         # Rounded to PostgreSQL's whole milliseconds it would be 0, which there means *wait
         # forever*: the opposite of a short wait.
-        raise ConfigError(f"bad setting: RUN_LOCK_TIMEOUT_SECONDS={value:g} is below a"
+        raise ConfigError(f"bad setting: RUN_LOCK_TIMEOUT_SECONDS={_get('RUN_LOCK_TIMEOUT_SECONDS')!r}"
+                          " is below a"
                           " millisecond: use 0 (do not wait) or at least 0.001")
     return value
 
