@@ -99,3 +99,33 @@ def test_every_distinct_bad_record_is_kept_once_as_sent_and_counts_reconcile(war
     first_seen = query(warehouse, "select run_id, count(*) from raw.user_activity_rejects"
                                   " group by run_id order by count(*) desc")
     assert first_seen == [(summary["run_id"], 47), (again["run_id"], 2)]
+
+
+def test_snowflake_keeps_the_same_rejects_and_counts(snowflake_warehouse, hostile_api):
+    served, bad, _ = _hostile()
+    hostile_api(served)
+    summary = run_steps(window_start=START, window_end=END)
+    cur = snowflake_warehouse.cursor()
+    cur.execute("select raw_payload from raw.user_activity_rejects")
+    assert sorted(p for (p,) in cur.fetchall()) == sorted(record_text(r) for r in bad)
+    assert (summary["rows_loaded"], summary["rows_rejected"], summary["rejects_new"]) == (5, 47, 47)
+    cur.execute("select rows_rejected, drift from ops.pipeline_runs")
+    (rejected, drift), = cur.fetchall()
+    assert (rejected, json.loads(drift)) == (47, summary["drift"])
+
+
+def test_a_frozen_entity_fails_the_run_naming_the_field_and_loads_nothing(warehouse, hostile_api,
+                                                                         monkeypatch):
+    from dataclasses import replace
+
+    from mage_project.pipelines import user_activity
+    from mage_project.validation import SchemaFrozen
+
+    frozen = replace(user_activity.ENTITY, drift=replace(user_activity.ENTITY.drift,
+                                                         unknown_field="freeze"))
+    monkeypatch.setattr(user_activity, "ENTITY", frozen)
+    hostile_api([GOOD, {**GOOD, "event_id": "e2", "utm_source": "x"}])
+    with pytest.raises(SchemaFrozen, match="undeclared field 'utm_source' .*unknown_field=freeze"):
+        run_steps(window_start=START, window_end=END)
+    assert query(warehouse, "select count(*) from raw.user_activity") == [(0,)]
+    assert query(warehouse, "select count(*) from ops.watermarks") == [(0,)]
