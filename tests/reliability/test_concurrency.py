@@ -20,6 +20,7 @@ import io
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -32,7 +33,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, query, run_cli
 
-from mage_project import config
+from mage_project import config, runs
 from mage_project.landing import LandingZone
 from mage_project.sources.file_drops import expected_latest, write_drops
 
@@ -233,3 +234,67 @@ def test_a_command_line_build_beside_a_notebook_build_is_refused_by_its_lease(wa
     assert cli_run != editor_run
 
 
+
+
+SESSION_RUN_ID = """
+from mage_project import runs
+from mage_project.pipelines import quality_gates
+
+ids = {runs.run_id_for({"env": "dev", "execution_date": None}, notebook=quality_gates.EDITOR)
+       for _ in range(3)}
+print(*ids)
+"""
+
+
+def test_each_process_is_its_own_notebook_run_and_keeps_it():
+    """What run_id_for gives a notebook run: one id for every block run in a process (a kernel),
+    another in another process; a pipeline run's id whatever process runs its block."""
+    ids = [subprocess.run([sys.executable, "-c", SESSION_RUN_ID], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout.split() for _ in range(2)]
+    assert [len(i) for i in ids] == [1, 1], ids  # stable within the process
+    (first,), (second,) = ids
+    assert first != second, ids
+    for run_id in (first, second):
+        assert re.fullmatch(r"editor-\d+-[0-9a-f]{8}", run_id), run_id
+    assert runs.run_id_for({"pipeline_run_id": 7}, notebook="editor") == "mage-7"
+    assert runs.run_id_for({"run_id": "cli-run"}, notebook="editor") == "cli-run"
+
+
+@pytest.mark.reliability
+def test_two_editor_sessions_build_as_two_runs_and_a_failed_build_frees_its_own_lease(
+        warehouse, tmp_path):
+    """Two editor sessions (two kernels, as two editors have) on one warehouse: the second's plan
+    is refused while the first's build holds the lease, naming the first; the first's dbt block
+    fails, and its failure callback, run in the same kernel, gives the lease up; then the
+    second's plan takes it as its own run."""
+    land_drops()
+    first = NotebookSession(ELT, tmp_path / "first")
+    second = NotebookSession(ELT, tmp_path / "second", env={"RUN_LOCK_TIMEOUT_SECONDS": "0"})
+    try:
+        for session in (first, second):
+            for block in ("detect_landing_file_drops", "load_landing_file_drops",
+                          "check_raw_quality_file_drops"):
+                assert "error" not in session.run(block), session.log.read_text()[-3000:]
+        first_run = first.run("plan_marts_build")["output"]["run_id"]
+        assert lease(warehouse) == first_run
+        refused = second.run("plan_marts_build")
+        assert refused.get("error", "").startswith(
+            f"RunLockError: another run ({first_run}) is building the marts since"), refused
+        assert lease(warehouse) == first_run
+
+        # The first session's build fails: a raw table lost a column dbt's staging reads.
+        with warehouse.cursor() as cur:
+            cur.execute("alter table raw.billing__payments rename column amount to amount_lost")
+        failed = first.run("build_dbt_warehouse")
+        assert "error" in failed, failed
+        assert lease(warehouse) is None, "the failure callback did not give up the session's lease"
+        with warehouse.cursor() as cur:
+            cur.execute("alter table raw.billing__payments rename column amount_lost to amount")
+
+        plan = second.run("plan_marts_build")["output"]
+        assert plan["run_id"].startswith(f"editor-{second.process.pid}-"), plan
+        assert plan["run_id"] != first_run and lease(warehouse) == plan["run_id"]
+    finally:
+        first.close()
+        second.close()
+    assert query(warehouse, "select count(*) from ops.marts_publications") == [(0,)]
