@@ -64,11 +64,12 @@ def load_reconciles(summary: dict) -> CheckResult:
 
 
 def file_loads_reconcile(summary: dict) -> CheckResult:
-    """Every pending file ended loaded, skipped or failed, and each loaded file's rows are
-    all accounted for (loaded + rejected = read)."""
+    """Every pending file ended loaded, skipped, failed (its content: retried when rewritten) or
+    error (a local failure: retried by the next run), and each loaded file's rows are all
+    accounted for (loaded + rejected = read)."""
     unaccounted = [
         f["key"] for f in summary["files"]
-        if f["status"] not in ("loaded", "skipped", "failed")
+        if f["status"] not in ("loaded", "skipped", "failed", "error")
         or (f["status"] == "loaded" and f["rows_loaded"] + f["rows_rejected"] != f["rows"])
     ]
     return CheckResult("file_loads_reconcile", not unaccounted, {"unaccounted": unaccounted},

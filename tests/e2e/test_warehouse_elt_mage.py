@@ -28,7 +28,9 @@ def test_cli_loads_new_file_drops_once(warehouse):
     keys = write_drops(zone, date(2026, 11, 1), date(2026, 11, 3))
     zone.write_bytes("crm/customers/2026-11-02/broken.csv", b"")
     first = run_cli("run", "warehouse_elt")
-    assert first.returncode == 0, first.stderr[-3000:]
+    # Exit 3: the run completed, every other file loaded, the empty one failed (and is named).
+    assert first.returncode == 3, first.stderr[-3000:]
+    assert "crm/customers/2026-11-02/broken.csv" in first.stderr
     output = first.stdout + first.stderr
     for check in ("file_loads_reconcile", "raw_quality_passed", "marts_build_planned", "dbt_build_passed",
                   "marts_published"):

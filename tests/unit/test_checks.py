@@ -129,7 +129,8 @@ def loaded(key, rows, rows_loaded, rows_rejected):
 
 def test_file_loads_reconcile_passes_when_every_file_is_loaded_skipped_or_failed_and_rows_add_up():
     summary = {"files": [loaded("a.csv", 10, 9, 1), {"key": "b.csv", "status": "skipped"},
-                         {"key": "c.csv", "status": "failed", "error": "the file is empty"}]}
+                         {"key": "c.csv", "status": "failed", "error": "the file is empty"},
+                         {"key": "d.csv", "status": "error", "error": "No space left on device"}]}
     result = checks.file_loads_reconcile(summary)
     assert (result.passed, result.observed) == (True, {"unaccounted": []})
 
