@@ -67,6 +67,8 @@ class _Fetch:
     began: float | None = None
     requests: int = 0
     page: int = 0
+    failures: int = 0  # of the current page
+    last_error: str | None = None  # of the current page
 
 
 class _Transient(Exception):
@@ -274,17 +276,25 @@ class ActivityApiClient:
     def _fetch_page(self, params: dict, fetch: _Fetch) -> tuple[list, str | None]:
         """One page, retrying transient failures until it comes or the deadline would pass."""
         settings = self.settings
-        failures = 0
+        fetch.failures, fetch.last_error = 0, None
         malformed = 0
         while True:
             if fetch.began is None:
                 fetch.began = self._clock()
+            if self._time_left(fetch) <= 0:
+                if fetch.failures:  # the backoff's sleep overran what was left
+                    raise self._gave_up(fetch)
+                # the pages before, or whoever consumed them, took all the time
+                raise self._out_of_time(fetch, f"before requesting page {fetch.page}")
             fetch.requests += 1
             self.stats["requests"] += 1
+            if fetch.failures:
+                self.stats["retries"] += 1
             try:
                 return self._request(params, fetch)
             except _Transient as exc:
-                failures += 1
+                fetch.failures += 1
+                fetch.last_error = exc.reason
                 if exc.malformed:
                     malformed += 1
                     if malformed >= MALFORMED_PAGE_ATTEMPTS:
@@ -295,41 +305,47 @@ class ActivityApiClient:
                             f"{MALFORMED_PAGE_ATTEMPTS}); last answer: {exc.reason}"
                         ) from exc
                 delay = backoff_delay(
-                    failures - 1, settings.backoff_base, settings.backoff_max, self._rng
+                    fetch.failures - 1, settings.backoff_base, settings.backoff_max, self._rng
                 )
                 if exc.retry_after is not None:
                     delay = max(delay, exc.retry_after)
-                elapsed = self._clock() - fetch.began
-                if elapsed + delay > settings.deadline_seconds:
-                    raise ActivityApiError(
-                        f"fetching {fetch.window} exceeded the deadline of "
-                        f"{settings.deadline_seconds:g}s (ACTIVITY_API_DEADLINE_SECONDS): "
-                        f"page {fetch.page} failed after {failures} attempts "
-                        f"({fetch.requests} requests in this fetch); last error: {exc.reason}"
-                    ) from exc
+                # Strictly less: a retry needs some time left after the wait to be worth sending.
+                if not delay < self._time_left(fetch):
+                    raise self._gave_up(fetch) from exc
                 log.warning(
                     "activity API page %d of %s failed (%s); retry %d in %.2fs",
-                    fetch.page, fetch.window, exc.reason, failures, delay,
+                    fetch.page, fetch.window, exc.reason, fetch.failures, delay,
                 )
-                self.stats["retries"] += 1
                 self._sleep(delay)
+
+    def _gave_up(self, fetch: _Fetch) -> ActivityApiError:
+        """No time is left for another attempt at the page."""
+        return ActivityApiError(
+            f"fetching {fetch.window} exceeded the deadline of "
+            f"{self.settings.deadline_seconds:g}s (ACTIVITY_API_DEADLINE_SECONDS): "
+            f"page {fetch.page} failed after {fetch.failures} attempts "
+            f"({fetch.requests} requests in this fetch); last error: {fetch.last_error}"
+        )
 
     def _time_left(self, fetch: _Fetch) -> float:
         assert fetch.began is not None
         return self.settings.deadline_seconds - (self._clock() - fetch.began)
 
     def _out_of_time(self, fetch: _Fetch, doing: str) -> ActivityApiError:
+        """The time ran out in the middle of ``doing``."""
+        before = (
+            f"; page {fetch.page} had failed {fetch.failures} times before, last error: "
+            f"{fetch.last_error}" if fetch.failures else ""
+        )
         return ActivityApiError(
             f"fetching {fetch.window} exceeded the deadline of "
             f"{self.settings.deadline_seconds:g}s (ACTIVITY_API_DEADLINE_SECONDS) {doing} "
-            f"({fetch.requests} requests in this fetch)"
+            f"({fetch.requests} requests in this fetch){before}"
         )
 
     def _request(self, params: dict, fetch: _Fetch) -> tuple[list, str | None]:
         settings = self.settings
         left = self._time_left(fetch)
-        if left <= 0:
-            raise self._out_of_time(fetch, f"before requesting page {fetch.page}")
         connect, read = request_timeouts(settings.connect_timeout, settings.read_timeout, left)
         try:
             response = self._session.get(
