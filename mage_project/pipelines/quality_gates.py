@@ -12,7 +12,9 @@
    audit schema, a target path of the run's own); Mage's dbt block runs ``dbt build`` with them;
    ``publish_build`` stores every dbt test result and only then swaps the marts in. When the
    dbt block fails, ``store_failed_build`` (its failure callback) stores the test results and
-   gives up the lease. Nothing is published while a loaded version has not passed gate 1.
+   gives up the lease; a run killed while it holds the lease (no callback runs) leaves it to the
+   next run on the machine, which takes it over at once (``_bind_lease``). Nothing is published
+   while a loaded version has not passed gate 1.
    ``build_and_publish`` runs the same three steps in one call, dbt as a subprocess.
 
 Results are committed before anything raises: they are the evidence of why nothing was published.
@@ -21,8 +23,10 @@ Everything runs on the configured warehouse (``warehouse.writer()``), in portabl
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
+import multiprocessing
 import shlex
 import shutil
 import time
@@ -31,6 +35,7 @@ from pathlib import Path
 
 from mage_project import config, quality, transform, warehouse
 from mage_project.entities import FILE_ENTITIES
+from mage_project.faults import failpoint
 
 log = logging.getLogger(__name__)
 PIPELINE = "warehouse_elt"
@@ -73,10 +78,12 @@ def check_raw_file_drops(run_id: str) -> dict:
             versions = versions_to_check(cur)
         results = quality.run_expectations(conn, versions)
         conn.rollback()  # end the reading transaction (psycopg2 opens one implicitly)
+        failpoint("gate_before_verdict")
         summary = {"run_id": run_id, "file_versions": len(versions), **quality.summary(results)}
         with db.transaction(conn) as cur:
             _mark(cur, versions, "failed" if summary["failed_error"] else "passed", run_id)
             summary["stored"] = quality.store(cur, run_id, PIPELINE, results)
+    failpoint("gate_after_verdict")
     for result in results:
         if result.passed is False:
             log.warning("%s", result)
@@ -142,6 +149,7 @@ def plan_build(run_id: str, select: str | None = None) -> dict:
                      "not rebuilding them", PIPELINE)
         else:
             _take_lease(db, conn, run_id)
+            failpoint("plan_after_lease")
     transform.prune_run_targets()
     target = transform.run_target_path(run_id)
     shutil.rmtree(target, ignore_errors=True)  # an earlier attempt's artifacts
@@ -157,6 +165,7 @@ def publish_build(plan: dict) -> dict:
     if plan["up_to_date"]:
         return {"models": 0, "tests": 0, "statuses": {}, "published": False, "up_to_date": True}
     run_id, target = plan["run_id"], Path(plan["target_path"])
+    failpoint("publish_start")
     db = warehouse.writer()
     with db.connection() as conn:
         try:
@@ -175,10 +184,13 @@ def publish_build(plan: dict) -> dict:
                     f"not publishing the marts: the dbt build did not pass ({failed}); "
                     f"failed tests: {[r.check_name for r in blocking]}")
             _require_gate_passed(db, conn)  # nothing loaded meanwhile that the gate has not seen
+            failpoint("publish_before_swap")
             transform.publish()
+            failpoint("publish_after_swap")
             with db.transaction(conn) as cur:
                 cur.execute("insert into ops.marts_publications (run_id, inputs_fingerprint)"
                             " values (%s, %s)", (run_id, plan["inputs_fingerprint"]))
+            failpoint("publish_after_record")
         finally:
             _give_up_lease(db, conn, run_id)
             shutil.rmtree(target, ignore_errors=True)
@@ -242,32 +254,110 @@ EDITOR = "editor"
 
 
 def _take_lease(db, conn, run_id: str) -> None:
-    """Take the marts' build lease for ``run_id``: free, expired, or this run's own (a retry).
-    Waits up to RUN_LOCK_TIMEOUT_SECONDS for the run holding it to publish or fail.
+    """Take the marts' build lease for ``run_id``: free, expired, this run's own (a retry), or
+    held by a run whose process has ended (killed before it published or failed: see
+    ``_bind_lease``). Waits up to RUN_LOCK_TIMEOUT_SECONDS for the run holding it to publish or
+    fail.
 
     Two builds into the same audit schema would publish each other's half-built tables. A lease
     (not a lock) because the build spans blocks, which Mage may run in separate processes."""
     deadline = time.monotonic() + config.run_lock_timeout_seconds()
-    while True:
-        now = datetime.now(UTC)
-        with db.transaction(conn) as cur:
-            cur.execute(
-                "update ops.build_leases set run_id = %s, acquired_at = %s, expires_at = %s"
-                " where name = %s and (run_id is null or run_id = %s or expires_at < %s)",
-                (run_id, now, now + timedelta(seconds=config.marts_build_lease_seconds()),
-                 _LEASE, run_id, now))
-            if cur.rowcount:
-                return
-            cur.execute("select run_id, acquired_at, expires_at from ops.build_leases"
-                        " where name = %s", (_LEASE,))
-            holder, since, until = cur.fetchone()
-        if time.monotonic() >= deadline:
-            raise warehouse.RunLockError(
-                f"another run ({holder}) is building the marts since {since}; gave up after "
-                f"{config.run_lock_timeout_seconds():g} s (RUN_LOCK_TIMEOUT_SECONDS). Its lease "
-                f"ends when it publishes or fails, at the latest at {until} "
-                "(MARTS_BUILD_LEASE_SECONDS)")
-        time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+    _bind_lease(run_id)  # before the lease names this run, so no run sees it unbound
+    try:
+        while True:
+            now = datetime.now(UTC)
+            with db.transaction(conn) as cur:
+                cur.execute(
+                    "update ops.build_leases set run_id = %s, acquired_at = %s, expires_at = %s"
+                    " where name = %s and (run_id is null or run_id = %s or expires_at < %s)",
+                    (run_id, now, now + timedelta(seconds=config.marts_build_lease_seconds()),
+                     _LEASE, run_id, now))
+                if cur.rowcount:
+                    return
+                cur.execute("select run_id, acquired_at, expires_at from ops.build_leases"
+                            " where name = %s", (_LEASE,))
+                holder, since, until = cur.fetchone()
+            if holder is not None and _lease_holder_gone(holder):
+                with db.transaction(conn) as cur:
+                    cur.execute(
+                        "update ops.build_leases set run_id = %s, acquired_at = %s,"
+                        " expires_at = %s where name = %s and run_id = %s",
+                        (run_id, now, now + timedelta(seconds=config.marts_build_lease_seconds()),
+                         _LEASE, holder))
+                    taken = cur.rowcount
+                if taken:
+                    log.warning("%s: took over the marts' build lease from run %s, whose process "
+                                "has ended without publishing or failing (killed)", PIPELINE, holder)
+                    _lease_file(holder).unlink(missing_ok=True)
+                    return
+                continue  # the holder changed meanwhile: look again
+            if time.monotonic() >= deadline:
+                raise warehouse.RunLockError(
+                    f"another run ({holder}) is building the marts since {since}; gave up after "
+                    f"{config.run_lock_timeout_seconds():g} s (RUN_LOCK_TIMEOUT_SECONDS). Its "
+                    f"lease ends when it publishes or fails, at the latest at {until} "
+                    "(MARTS_BUILD_LEASE_SECONDS)")
+            time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+    except BaseException:
+        _unbind_lease(run_id)
+        raise
+
+
+# The lease files this process holds locked, by run id (see _bind_lease).
+_BOUND: dict[str, object] = {}
+
+
+def _lease_file(run_id: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in run_id)[:80]
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:12]
+    return config.work_dir() / "build-leases" / f"{safe}-{digest}.lock"
+
+
+def _bind_lease(run_id: str) -> None:
+    """Tie ``run_id``'s lease to this process for as long as it lives: an exclusive ``flock`` on
+    a file named after the run in the work directory, which the kernel releases when the process
+    ends, however it ends (SIGKILL and OOM kills included). Another run on this machine that
+    finds the lock free takes the lease over at once instead of waiting hours for it to expire.
+
+    Only a process that runs the build's blocks one after the other binds it: the command line
+    and the editor's kernel. A block that Mage's scheduler runs in a process of its own (a
+    multiprocessing child) binds nothing, since the dbt block and the publish run in other
+    processes after it ends: that lease ends when its run publishes or fails, or at
+    ``expires_at`` (MARTS_BUILD_LEASE_SECONDS). So does the lease of a run on another machine,
+    whose lock this machine cannot see."""
+    if multiprocessing.parent_process() is not None or run_id in _BOUND:
+        return
+    path = _lease_file(run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a")  # noqa: SIM115 - held open for as long as the process holds the lease
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()  # a live process runs this run id too: it holds the lock
+        return
+    _BOUND[run_id] = handle
+
+
+def _unbind_lease(run_id: str) -> None:
+    handle = _BOUND.pop(run_id, None)
+    if handle is not None:
+        _lease_file(run_id).unlink(missing_ok=True)
+        handle.close()
+
+
+def _lease_holder_gone(run_id: str) -> bool:
+    """Whether the process that bound ``run_id``'s lease has ended: its lock file is there and
+    no process holds it locked. False when the lease was never bound on this machine."""
+    try:
+        handle = open(_lease_file(run_id))  # noqa: SIM115 - closed below, releasing the probe
+    except FileNotFoundError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
 
 
 def _require_lease(db, conn, run_id: str) -> None:
@@ -287,3 +377,4 @@ def _give_up_lease(db, conn, run_id: str) -> None:
     with db.transaction(conn) as cur:
         cur.execute("update ops.build_leases set run_id = null, acquired_at = null,"
                     " expires_at = null where name = %s and run_id = %s", (_LEASE, run_id))
+    _unbind_lease(run_id)

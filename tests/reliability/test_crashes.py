@@ -1,0 +1,375 @@
+"""SIGKILL at every point of both pipelines, then a re-run: exactly the source's rows, none
+twice, the marts equal to an independent computation, and nothing the killed run left (a lock,
+the marts' build lease, a half-built audit schema) that makes the re-run wait or fail.
+
+Each run is ``python -m mage_project run ...`` through Mage, in a process group of its own. A
+run dies at a failpoint (``MAGE_PROJECT_FAILPOINT``: it SIGKILLs itself there), or the test
+SIGKILLs its whole group while a proxy holds the run's connection at a moment of the traffic
+(mid-page from the API, mid-COPY, at the marts' swap, after the server committed but before the
+run heard). The re-runs have RUN_LOCK_TIMEOUT_SECONDS=0: anything the killed run still held
+would fail them at once instead of making them wait.
+
+user_activity_ingest's own failpoints (after_landing_part, after_validate, after_staging_copy,
+before_commit, after_commit) are killed the same way in
+tests/e2e/test_user_activity_mage.py::test_sigkill_at_any_point_then_rerun_gives_exactly_the_expected_rows.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import date
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import ROOT, query
+from support import END, SIM, expected_rows, loaded_rows
+
+from mage_project import config
+from mage_project.entities import USER_ACTIVITY as ENTITY
+from mage_project.landing import LandingZone
+from mage_project.pipelines import quality_gates
+from mage_project.sources.activity_simulator import ActivitySimulator
+from mage_project.sources.file_drops import render_csv
+from mage_project.warehouse import RunLockError
+
+from .conftest import (
+    Commit,
+    CopyData,
+    Drops,
+    Query,
+    Run,
+    ServerBytes,
+    expected_marts,
+    finished,
+    published_marts,
+    read_csv,
+)
+
+RERUN = {"RUN_LOCK_TIMEOUT_SECONDS": "0"}
+
+
+def killed_at_failpoint(*args: str, failpoint: str) -> Run:
+    run = Run(*args, env={"MAGE_PROJECT_FAILPOINT": failpoint})
+    status = run.wait()
+    assert status == -9, f"not killed at {failpoint} (exit {status}):\n{run.output()[-4000:]}"
+    return run
+
+
+def killed_at(trigger, *args: str) -> Run:
+    """Start the run, SIGKILL its process group when the armed ``trigger`` holds its connection,
+    then close that connection as the dead process's socket would be."""
+    run = Run(*args)
+    trigger.wait(proc=run)
+    run.kill()
+    trigger.connection.close()
+    return run
+
+
+# --- user_activity_ingest ---------------------------------------------------------------------
+
+WINDOW = ("run", "user_activity_ingest", "--start", "2026-11-01", "--end", "2026-11-03")
+
+
+@pytest.fixture
+def api(monkeypatch):
+    with ActivitySimulator(token="t0ken", **SIM) as sim:
+        monkeypatch.setenv("ACTIVITY_API_URL", sim.url)
+        monkeypatch.setenv("ACTIVITY_API_TOKEN", "t0ken")
+        monkeypatch.setenv("ACTIVITY_API_PAGE_SIZE", "250")
+        monkeypatch.setenv("LANDING_CHUNK_ROWS", "1000")
+        yield sim
+
+
+def _kill_mid_fetch(warehouse, api, pg_proxy, tcp_proxy, monkeypatch):
+    """Mid-page: 100 kB into the API's answers (the third of the first day's pages)."""
+    url = urlsplit(api.url)
+    proxy = tcp_proxy(url.hostname, url.port)
+    monkeypatch.setenv("ACTIVITY_API_URL", api.url.replace(f":{url.port}", f":{proxy.port}"))
+    killed_at(proxy.arm(ServerBytes(100_000, "hold")), *WINDOW)
+    monkeypatch.setenv("ACTIVITY_API_URL", api.url)
+    landed = LandingZone(config.landing_url()).list(ENTITY.landing_prefix())
+    assert not [key for key in landed if "date=2026-11-02" in key], "the first day's fetch had ended"
+
+
+def _kill_mid_copy(warehouse, api, pg_proxy, tcp_proxy, monkeypatch):
+    """Mid-COPY of the first landing part straight into raw.user_activity."""
+    killed_at(pg_proxy().arm(CopyData(64_000, "hold")), *WINDOW)
+
+
+def _kill_with_commit_unanswered(warehouse, api, pg_proxy, tcp_proxy, monkeypatch):
+    """The server committed the load; the run never heard (killed while the answer was on its
+    way): rows, watermark and the run's success are in, the work files left behind."""
+    killed_at(pg_proxy().arm(Commit("hold", answered=True)), *WINDOW)
+
+
+def _kill_mid_staging_copy(warehouse, api, pg_proxy, tcp_proxy, monkeypatch):
+    """A re-load of a window loaded before goes through staging and upsert: killed mid-COPY
+    into the staging table."""
+    finished(Run(*WINDOW))
+    killed_at(pg_proxy().arm(CopyData(64_000, "hold")), *WINDOW)
+
+
+ACTIVITY_KILLS = {
+    "mid_fetch": (_kill_mid_fetch, "nothing"),
+    "mid_copy": (_kill_mid_copy, "nothing"),
+    "commit_unanswered": (_kill_with_commit_unanswered, "everything"),
+    "mid_staging_copy": (_kill_mid_staging_copy, "everything"),
+}
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("point", ACTIVITY_KILLS)
+def test_activity_killed_then_rerun_loads_exactly_the_window(point, warehouse, api, pg_proxy,
+                                                             tcp_proxy, monkeypatch):
+    kill, committed = ACTIVITY_KILLS[point]
+    rows, rejected, fetched = expected_rows()
+    kill(warehouse, api, pg_proxy, tcp_proxy, monkeypatch)
+    if committed == "nothing":
+        assert query(warehouse, "select count(*) from raw.user_activity") == [(0,)]
+        assert query(warehouse, "select count(*) from ops.watermarks") == [(0,)]
+        assert query(warehouse, "select count(*) from ops.pipeline_runs") == [(0,)]
+    else:
+        assert loaded_rows(warehouse) == rows
+    before = query(warehouse, "select count(*) from ops.pipeline_runs where status = 'success'")[0][0]
+
+    finished(Run(*WINDOW, "--run-id", "rerun", env=RERUN))
+    assert loaded_rows(warehouse) == rows  # a primary key on event_id: none twice
+    assert query(warehouse, "select watermark from ops.watermarks") == [(END,)]
+    assert query(warehouse, "select status, rows_fetched, rows_rejected, rows_changed from ops.pipeline_runs"
+                            " where run_id = 'rerun'") == [
+        ("success", fetched, rejected, 0 if committed == "everything" else len(rows))]
+    successes = query(warehouse, "select count(*) from ops.pipeline_runs where status = 'success'")
+    assert successes == [(before + 1,)]
+
+
+# --- warehouse_elt ----------------------------------------------------------------------------
+
+ELT = ("run", "warehouse_elt")
+FIRST = (date(2026, 11, 1), date(2026, 11, 3))
+FIRST_FILES = 7  # the customers' snapshot, then customers, payments and ad spend of each day
+AUDIT_TABLE = r'create\s+table\s+"[^"]+"\."marts__audit"\.'  # dbt building a mart
+
+
+@pytest.fixture
+def drops(warehouse):
+    return Drops(LandingZone(config.landing_url()))
+
+
+def raw_versions(conn) -> dict[tuple[str, str], tuple[int, int]]:
+    """{(file key, checksum): (rows, distinct row numbers)} over the three raw tables."""
+    out = {}
+    for table in ("billing__payments", "crm__customers", "marketing__ad_spend"):
+        for key, checksum, rows, numbers in query(
+                conn, f"select _file_key, _file_checksum, count(*), count(distinct _row_number)"  # noqa: S608
+                      f" from raw.{table} group by 1, 2"):
+            out[(key, checksum)] = (rows, numbers)
+    return out
+
+
+def assert_elt_complete(conn, drops: Drops) -> None:
+    """Every version of every dropped file loaded exactly once and passed the gate, the marts
+    published and equal to the oracle's, the lease free, no audit schema left."""
+    expected = drops.rows_by_version()
+    assert raw_versions(conn) == {version: (rows, rows) for version, rows in expected.items()}
+    versions: dict[str, list[str]] = {}
+    for key, checksum in expected:
+        versions.setdefault(key, []).append(checksum)
+    assert query(conn, "select file_key, version, checksum, status, quality_status"
+                       " from ops.file_manifest order by 1, 2") == sorted(
+        (key, n, checksum, "loaded", "passed")
+        for key, checksums in versions.items() for n, checksum in enumerate(checksums, 1))
+    assert published_marts(conn) == expected_marts(drops.versions)
+    assert query(conn, "select run_id from ops.build_leases") == [(None,)]
+    assert query(conn, "select nspname from pg_namespace where nspname like 'marts%%'") == [("marts",)]
+
+
+def lease_holder(conn):
+    return query(conn, "select run_id from ops.build_leases")[0][0]
+
+
+def loaded_files(conn) -> int:
+    return query(conn, "select count(*) from ops.file_manifest where status = 'loaded'")[0][0]
+
+
+def dbt_results(conn, run_id: str) -> int:
+    return query(conn, "select count(*) from ops.quality_results where run_id = %s"
+                       " and check_kind = 'dbt_test'", (run_id,))[0][0]
+
+
+def published(conn) -> bool:
+    return query(conn, "select count(*) from pg_namespace where nspname = 'marts'") == [(1,)]
+
+
+# Each point: how the run is killed (a failpoint's name, or a trigger of the proxy), then what
+# the killed run has committed, checked before the re-run.
+ELT_KILLS = {
+    "drops_mid_copy": (lambda: CopyData(200, "hold"),
+                       lambda c: loaded_files(c) == 0 and raw_versions(c) == {}),
+    "drops_before_commit": ("drops_before_commit", lambda c: loaded_files(c) == 0 and raw_versions(c) == {}),
+    "drops_commit_unanswered": (lambda: Commit("hold", answered=True),
+                                lambda c: loaded_files(c) == 1 and len(raw_versions(c)) == 1),
+    "drops_after_file": ("drops_after_file", lambda c: loaded_files(c) == 1 and len(raw_versions(c)) == 1),
+    "gate_before_verdict": ("gate_before_verdict", lambda c: loaded_files(c) == FIRST_FILES and query(
+        c, "select count(*) from ops.file_manifest where quality_status is not null") == [(0,)]),
+    "gate_after_verdict": ("gate_after_verdict", lambda c: query(
+        c, "select count(*) from ops.file_manifest where quality_status = 'passed'") == [(FIRST_FILES,)]),
+    "plan_after_lease": ("plan_after_lease", lambda c: lease_holder(c) == "killed"),
+    "dbt_mid_build": (lambda: Query(AUDIT_TABLE, "hold"),
+                      lambda c: lease_holder(c) == "killed" and dbt_results(c, "killed") == 0),
+    "publish_start": ("publish_start",
+                      lambda c: lease_holder(c) == "killed" and dbt_results(c, "killed") == 0),
+    "publish_before_swap": ("publish_before_swap", lambda c: lease_holder(c) == "killed"
+                            and dbt_results(c, "killed") > 0 and not published(c)),
+    "publish_mid_swap": (lambda: Query(r"\bset\s+schema\b", "hold"),
+                         lambda c: lease_holder(c) == "killed" and not published(c)),
+    "publish_after_swap": ("publish_after_swap", lambda c: lease_holder(c) == "killed" and published(c)
+                           and query(c, "select count(*) from ops.marts_publications") == [(0,)]),
+    "publish_after_record": ("publish_after_record", lambda c: lease_holder(c) == "killed" and query(
+        c, "select run_id from ops.marts_publications") == [("killed",)]),
+}
+
+
+def kill_elt(point: str, pg_proxy) -> Run:
+    how, _ = ELT_KILLS[point]
+    args = (*ELT, "--run-id", "killed")
+    if isinstance(how, str):
+        return killed_at_failpoint(*args, failpoint=how)
+    return killed_at(pg_proxy().arm(how()), *args)
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("point", ELT_KILLS)
+def test_elt_killed_then_rerun_loads_each_file_once_and_publishes_the_marts(point, warehouse, drops,
+                                                                            pg_proxy):
+    drops.write(*FIRST)
+    kill_elt(point, pg_proxy)
+    _, committed = ELT_KILLS[point]
+    assert committed(warehouse), f"the killed run's state is not the one {point} leaves"
+
+    rerun = finished(Run(*ELT, "--run-id", "rerun", env=RERUN))
+    if point == "publish_after_record":
+        # The killed run had published: nothing to rebuild, and the lease, still its own, is
+        # not needed. The next file's build takes it over without waiting.
+        assert "build_dbt_warehouse skipped" in rerun.output()
+        assert published_marts(warehouse) == expected_marts(drops.versions)
+        assert lease_holder(warehouse) == "killed"
+        drops.write(date(2026, 11, 3), date(2026, 11, 4), snapshot=False)
+        finished(Run(*ELT, "--run-id", "next", env=RERUN))
+        assert_elt_complete(warehouse, drops)
+        assert query(warehouse, "select run_id from ops.marts_publications order by published_at") == [
+            ("killed",), ("next",)]
+    else:
+        assert_elt_complete(warehouse, drops)
+        assert query(warehouse, "select run_id from ops.marts_publications") == [("rerun",)]
+
+
+# Between file versions: the files of 2026-11-01..02 loaded and published, then the payments of
+# 2026-11-02 rewritten with one more payment (version 2) and the files of 2026-11-03 dropped. The
+# rewritten file is the first one loaded (by table, then path date).
+REWRITTEN = "billing/payments/2026-11-02/export.csv"
+VERSION_KILLS = {
+    "drops_before_commit": 0,  # versions of the new round committed by the killed run
+    "drops_after_file": 1,
+}
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("failpoint", VERSION_KILLS)
+def test_elt_killed_between_file_versions_then_rerun_loads_each_version_once(failpoint, warehouse, drops):
+    drops.write(*FIRST)
+    finished(Run(*ELT, "--run-id", "first"))
+    rows = read_csv(REWRITTEN, drops.zone.read_bytes(REWRITTEN))
+    extra = {**rows[0], "payment_id": "pay_v2_only", "amount": "12.34",
+             "paid_at": "2026-11-02T12:00:00Z", "updated_at": "2026-11-02T12:00:00Z"}
+    drops.rewrite(REWRITTEN, render_csv("billing/payments", [*rows, extra]))
+    drops.write(date(2026, 11, 3), date(2026, 11, 4), snapshot=False)
+
+    killed_at_failpoint(*ELT, "--run-id", "killed", failpoint=failpoint)
+    assert query(warehouse, "select count(*) from ops.file_manifest where run_id = 'killed'") == [
+        (VERSION_KILLS[failpoint],)]
+    assert query(warehouse, "select max(version) from ops.file_manifest where file_key = %s",
+                 (REWRITTEN,)) == [(1 + VERSION_KILLS[failpoint],)]
+
+    finished(Run(*ELT, "--run-id", "rerun", env=RERUN))
+    assert_elt_complete(warehouse, drops)  # the rewritten file's versions are 1 and 2, each once
+    assert query(warehouse, "select count(*) from raw.billing__payments where payment_id = 'pay_v2_only'"
+                 ) == [(1,)]
+    assert query(warehouse, "select run_id from ops.marts_publications order by published_at") == [
+        ("first",), ("rerun",)]
+
+
+
+# --- the marts' build lease of a killed run (seconds: in make test) ---------------------------
+
+HOLD_LEASE = """
+import os, signal, sys
+from mage_project.pipelines import quality_gates
+assert quality_gates.plan_build(sys.argv[1])["up_to_date"] is False
+print("holding", flush=True)
+if sys.argv[2] == "die":
+    os.kill(os.getpid(), signal.SIGKILL)
+sys.stdin.read()  # until the test closes it
+"""
+
+IN_A_SCHEDULER_BLOCK = """
+import multiprocessing, sys
+from mage_project.pipelines import quality_gates
+
+if __name__ == "__main__":
+    # As Mage's scheduler runs a block: in a process of its own, which ends after the block.
+    block = multiprocessing.Process(target=quality_gates.plan_build, args=(sys.argv[1],))
+    block.start()
+    block.join()
+    sys.exit(block.exitcode)
+"""
+
+
+def hold_lease(run_id: str, then: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LEASE, run_id, then], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if then == "wait":
+        assert proc.stdout.readline() == "holding\n"
+    else:
+        assert proc.wait(120) == -9
+    return proc
+
+
+@pytest.fixture
+def no_waiting(monkeypatch):
+    monkeypatch.setenv("RUN_LOCK_TIMEOUT_SECONDS", "0")
+    yield
+    quality_gates.store_failed_build("next")  # gives up this process's lease, if it took it
+
+
+def test_the_lease_of_a_killed_run_is_taken_over_at_once(warehouse, no_waiting):
+    hold_lease("dead", then="die")
+    assert lease_holder(warehouse) == "dead"
+    assert quality_gates.plan_build("next")["up_to_date"] is False
+    assert lease_holder(warehouse) == "next"
+
+
+def test_the_lease_of_a_live_run_is_not_taken_until_its_process_ends(warehouse, no_waiting):
+    live = hold_lease("live", then="wait")
+    try:
+        with pytest.raises(RunLockError, match=r"another run \(live\) is building the marts"):
+            quality_gates.plan_build("next")
+    finally:
+        live.kill()
+        live.wait(60)
+    assert quality_gates.plan_build("next")["up_to_date"] is False
+    assert lease_holder(warehouse) == "next"
+
+
+def test_a_lease_taken_in_a_scheduler_block_process_lasts_until_it_expires(warehouse, no_waiting):
+    """Mage's scheduler runs the plan, the dbt block and the publish in processes of their own:
+    the plan's process ending says nothing about the run, so its lease is not taken over."""
+    block = subprocess.run([sys.executable, "-c", IN_A_SCHEDULER_BLOCK, "mage-7"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert block.returncode == 0, block.stderr[-3000:]
+    assert lease_holder(warehouse) == "mage-7"
+    with pytest.raises(RunLockError, match=r"another run \(mage-7\) is building the marts"):
+        quality_gates.plan_build("next")
+    with warehouse.cursor() as cur:
+        cur.execute("update ops.build_leases set expires_at = now() - interval '1 second'")
+    assert quality_gates.plan_build("next")["up_to_date"] is False
