@@ -4,12 +4,25 @@ A file at ``<source>/<entity>/<YYYY-MM-DD>/<name>.csv[.gz]`` is checked row by r
 transaction, its valid rows are COPY'd into ``raw.<source>__<entity>`` (append-only, with the
 file's key, checksum and row number), its bad rows into ``raw.load_rejects`` and its version
 into ``ops.file_manifest``. The same content under the same key again is skipped; changed
-content is loaded as a new version. A file that cannot be read at all is recorded as failed,
-alerted, and blocks no other file.
+content is loaded as a new version.
+
+One file's failure never stops the others. What ``ops.file_manifest.status`` then says:
+
+- ``failed``: the file's own content cannot be loaded (``normalize.UnreadableFile``: empty, a
+  bad header, not gzip, a drift policy of ``freeze``...). Alerted; tried again only when the
+  file is rewritten.
+- ``error``: the load failed for a reason of ours (an OSError writing the work files, a full
+  disk, permissions, the warehouse connection, any other exception). Alerted, and pending again
+  for the next run, which loads it as the next version.
+
+Both are recorded with the run's ``run_id``. When even that cannot be recorded (the warehouse is
+down), the other files are still tried, and ``load_new_files`` raises FileLoadsNotRecorded at
+the end, naming every file that was not loaded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -21,7 +34,7 @@ from mage_project import alerts, config, warehouse
 from mage_project.entities import FILE_ENTITIES, Entity
 from mage_project.faults import failpoint
 from mage_project.landing import LandingZone
-from mage_project.normalize import UnreadableFile, normalize_file
+from mage_project.normalize import UnreadableFile, normalize_file, visible
 from mage_project.runs import new_run_id
 
 log = logging.getLogger(__name__)
@@ -63,11 +76,12 @@ def list_drops(zone: LandingZone) -> list[DropFile]:
 
 
 def _last_seen(cur) -> dict[str, tuple[int, str | None]]:
-    """(size, source tag) of the latest version of every file in the manifest."""
+    """(size, source tag) of the latest version of every file in the manifest, errors apart: a
+    file whose last attempt ended in 'error' was not seen then, so it is pending again."""
     cur.execute(
         "select m.file_key, m.size_bytes, m.source_tag from ops.file_manifest as m"
         " join (select file_key, max(version) as version from ops.file_manifest"
-        " group by file_key) as latest"
+        " where status <> 'error' group by file_key) as latest"
         " on latest.file_key = m.file_key and latest.version = m.version"
     )
     return {key: (int(size), tag) for key, size, tag in cur.fetchall()}
@@ -92,14 +106,25 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _work_dir(run_id: str) -> Path:
+    return config.work_dir() / PIPELINE / run_id
+
+
+class FileLoadsNotRecorded(RuntimeError):
+    """Files failed and even their failure could not be recorded (the warehouse is down, say)."""
+
+
 def load_file(zone: LandingZone, drop: DropFile, run_id: str) -> dict:
-    """Load one landing file's current content, once. Returns what happened to it."""
-    work = config.work_dir() / PIPELINE / run_id / hashlib.sha1(drop.key.encode()).hexdigest()[:16]
-    work.mkdir(parents=True, exist_ok=True)
+    """Load one landing file's current content, once. Returns what happened to it; never raises
+    for a failure of the file (see the module's statuses), only when the process is stopped."""
+    known = {"key": drop.key, "size": drop.size, "checksum": ""}
+    work = None
     try:
+        work = _work_dir(run_id) / hashlib.sha1(drop.key.encode()).hexdigest()[:16]
+        work.mkdir(parents=True, exist_ok=True)
         local = zone.local_copy(drop.key, work)
-        checksum, size = sha256_of(local), local.stat().st_size
-        result = {"key": drop.key, "checksum": checksum, "size": size}
+        known.update(checksum=sha256_of(local), size=local.stat().st_size)
+        result = dict(known)
         db = warehouse.writer()
         with db.connection() as conn:
             db.prepare_file_load(conn, drop.entity)
@@ -107,13 +132,52 @@ def load_file(zone: LandingZone, drop: DropFile, run_id: str) -> dict:
                 result.update(_load_version(db, cur, drop, local, work, run_id, result))
                 failpoint("drops_before_commit")
         failpoint("drops_after_file")
-        if result["status"] == "failed":
-            # Recorded (and committed) as failed: tell someone, and go on with the other files.
-            alerts.send_failure_alert(PIPELINE, run_id, f"{drop.key} cannot be loaded: "
-                                      f"{result['error']}", file=drop.key)
-        return result
+    except Exception as exc:  # noqa: BLE001 - one file's failure, whatever it is, stops no other
+        return _load_error(drop, run_id, known, exc)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+    if result["status"] == "failed":
+        # Recorded (and committed) as failed: tell someone, and go on with the other files.
+        alerts.send_failure_alert(PIPELINE, run_id, f"{drop.key} cannot be loaded: "
+                                  f"{result['error']}", file=drop.key)
+    return result
+
+
+_MAX_MESSAGE = 2000
+
+
+def _message(exc: BaseException) -> str:
+    """An exception as the manifest and the alert say it (see _message_text)."""
+    return _message_text(f"{type(exc).__name__}: {exc}".strip())
+
+
+def _load_error(drop: DropFile, run_id: str, known: dict, exc: Exception) -> dict:
+    """Record a load that failed for a reason of ours as 'error' (pending again), in a
+    transaction of its own: the load's own was rolled back."""
+    error = _message(exc)
+    log.error("%s could not be loaded (%s): the next run tries it again", drop.key, error,
+              exc_info=exc)
+    result = {**known, "status": "error", "error": error, "recorded": False}
+    try:
+        db = warehouse.writer()
+        with db.connection() as conn, db.transaction(conn) as cur:
+            cur.execute("select max(version) from ops.file_manifest where file_key = %s",
+                        (drop.key,))
+            (last,) = cur.fetchone()
+            result["version"] = (last or 0) + 1
+            _record(cur, {"file_key": drop.key, "version": result["version"],
+                          "entity": drop.entity.table, "size_bytes": known["size"],
+                          "checksum": known["checksum"], "run_id": run_id,
+                          "source_tag": drop.tag}, status="error", error=error)
+        result["recorded"] = True
+    except Exception as record_exc:  # noqa: BLE001 - said at the end of the run, with the others
+        result["record_error"] = _message(record_exc)
+        log.error("%s: the error could not be recorded either (%s)", drop.key,
+                  result["record_error"])
+    alerts.send_failure_alert(PIPELINE, run_id, f"{drop.key} could not be loaded ({error}); the"
+                              " next run tries it again", file=drop.key)
+    return result
 
 
 def _load_version(db, cur, drop: DropFile, local: Path, work: Path, run_id: str,
@@ -121,9 +185,13 @@ def _load_version(db, cur, drop: DropFile, local: Path, work: Path, run_id: str,
     """Inside the load's transaction: skip the same content, else load it as a new version."""
     checksum, size = result["checksum"], result["size"]
     db.acquire_run_lock(cur, PIPELINE, config.run_lock_timeout_seconds())
+    cur.execute("select max(version) from ops.file_manifest where file_key = %s", (drop.key,))
+    (last,) = cur.fetchone()
+    # Attempts that ended in 'error' loaded nothing: the content to compare with is the one
+    # before them.
     cur.execute(
         "select version, checksum from ops.file_manifest where file_key = %s"
-        " order by version desc limit 1",
+        " and status <> 'error' order by version desc limit 1",
         (drop.key,),
     )
     latest = cur.fetchone()
@@ -132,7 +200,7 @@ def _load_version(db, cur, drop: DropFile, local: Path, work: Path, run_id: str,
         cur.execute("update ops.file_manifest set source_tag = %s where file_key = %s"
                     " and version = %s", (drop.tag, drop.key, latest[0]))
         return {"status": "skipped", "version": latest[0]}
-    version = latest[0] + 1 if latest else 1
+    version = (last or 0) + 1
     if latest:
         log.warning("%s changed since version %d: loading it as version %d",
                     drop.key, latest[0], version)
@@ -142,13 +210,21 @@ def _load_version(db, cur, drop: DropFile, local: Path, work: Path, run_id: str,
     try:
         counts = normalize_file(drop.entity, local, drop.key, 0, work)
     except UnreadableFile as exc:
-        _record(cur, manifest, status="failed", error=str(exc))
-        return {"status": "failed", "version": version, "error": str(exc)}
+        error = _message_text(str(exc))
+        _record(cur, manifest, status="failed", error=error)
+        return {"status": "failed", "version": version, "error": error}
     db.copy_file_rows(cur, drop.entity, drop.key, checksum, counts)
     _record(cur, manifest, status="loaded", rows_total=counts.rows, rows_loaded=counts.valid,
-            rows_rejected=counts.rejected, notes=counts.notes or None)
+            rows_rejected=counts.rejected, notes=_message_text(counts.notes) or None)
     return {"status": "loaded", "version": version, "rows": counts.rows,
-            "rows_loaded": counts.valid, "rows_rejected": counts.rejected}
+            "rows_loaded": counts.valid, "rows_rejected": counts.rejected,
+            "drift": counts.drift}
+
+
+def _message_text(text: str) -> str:
+    """Text for the manifest: NUL and undecodable bytes escaped, at most _MAX_MESSAGE long."""
+    text = visible(text)
+    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + " [... truncated]"
 
 
 _MANIFEST_COLUMNS = ("file_key", "version", "entity", "size_bytes", "checksum", "status",
@@ -180,15 +256,30 @@ def sensor_ready(wait_for_files: bool = True) -> bool:
 def load_new_files(run_id: str | None = None, zone: LandingZone | None = None) -> dict:
     """Load every landing file new or rewritten since it was last seen, in path order.
 
-    A rewritten file whose content is unchanged is skipped (and remembered as seen).
+    A rewritten file whose content is unchanged is skipped (and remembered as seen). Every file
+    is tried whatever happened to the ones before; the summary counts each status and lists the
+    files not loaded (``not_loaded``: key, status, error). Raises FileLoadsNotRecorded, after
+    trying every file, when a failure could not even be recorded.
     """
     run_id = run_id or new_run_id()
     zone = zone or LandingZone(config.landing_url())
     files = [load_file(zone, drop, run_id) for drop in pending_drops(zone)]
-    shutil.rmtree(config.work_dir() / PIPELINE / run_id, ignore_errors=True)
+    with contextlib.suppress(OSError):  # an unusable work dir was each file's error already
+        shutil.rmtree(_work_dir(run_id), ignore_errors=True)
     summary = {"run_id": run_id, "pipeline": PIPELINE, "files": files}
-    for status in ("loaded", "skipped", "failed"):
+    for status in ("loaded", "skipped", "failed", "error"):
         summary[status] = sum(1 for f in files if f["status"] == status)
-    log.info("%s: %d files loaded, %d skipped (same content), %d failed", PIPELINE,
-             summary["loaded"], summary["skipped"], summary["failed"])
+    summary["not_loaded"] = [{"key": f["key"], "status": f["status"], "error": f["error"]}
+                             for f in files if f["status"] in ("failed", "error")]
+    log.info("%s: %d files loaded, %d skipped (same content), %d failed (their content), %d in"
+             " error (tried again next run)", PIPELINE, summary["loaded"], summary["skipped"],
+             summary["failed"], summary["error"])
+    unrecorded = [f for f in files if f.get("recorded") is False]
+    if unrecorded:
+        listed = "; ".join(f"{f['key']} ({f['status']}: {f['error']})"
+                           for f in summary["not_loaded"])
+        raise FileLoadsNotRecorded(
+            f"{PIPELINE} run {run_id}: {len(summary['not_loaded'])} files not loaded: {listed}."
+            f" Not even recorded in ops.file_manifest ({unrecorded[0]['record_error']}):"
+            f" {[f['key'] for f in unrecorded]}; the next run tries them again")
     return summary

@@ -93,8 +93,9 @@ def test_tolerated_shapes_load(warehouse, zone, content, rows):
 
 def test_extra_columns_are_noted(warehouse, zone):
     zone.write_bytes(CUSTOMERS, (HEADER.rstrip("\n") + ",extra\n" + ROW1.rstrip("\n") + ",x\n").encode())
-    load_new_files()
-    assert manifest(warehouse)[0][7] == "ignored extra columns ['extra']"
+    summary = load_new_files()
+    assert manifest(warehouse)[0][7] == "unknown_field extra: ignored in 1 row"
+    assert summary["files"][0]["drift"] == {"unknown_field": {"extra": 1}}
 
 
 def test_gzip_files_load(warehouse, zone):
@@ -115,6 +116,8 @@ def test_rows_of_the_wrong_type_go_to_rejects_with_reason_and_raw_line(warehouse
         (CUSTOMERS, 3, "country is not an ISO 3166 alpha-2 code: 'usa'", worse.rstrip("\n")),
     ]
     assert manifest(warehouse)[0][2:6] == ("loaded", 3, 1, 2)
+    assert manifest(warehouse)[0][7] == ("wrong_type country: 1 row rejected;"
+                                         " wrong_type customer_id: 1 row rejected")
 
 
 @pytest.mark.parametrize(
@@ -136,17 +139,20 @@ def test_payment_rows_are_checked(warehouse, zone, row, reason):
 
 
 @pytest.mark.parametrize(
-    ("content", "error"),
+    ("content", "error", "key"),
     [
-        (b"", "the file is empty (0 bytes)"),
-        ((HEADER + "1,ann@example.com,Ren\xe9e,FR,2026-11-01T10:00:00Z,,2026-11-01T10:00:00Z\n")
-         .encode("latin-1"), "the file is not UTF-8"),
-        (b"customer_id,email\n1,a@example.com\n", "the header lacks ['full_name'"),
+        (b"", "the file is empty (0 bytes)", CUSTOMERS),
+        ("customer_id,email,full_name,country,signup_at,utm_campaign,updat\xe9d_at\n"
+         .encode("latin-1"), "the header is not UTF-8", CUSTOMERS),
+        (b"customer_id,email\n1,a@example.com\n", "the header lacks ['full_name'", CUSTOMERS),
+        (b"\xff\xfe" + HEADER.encode("utf-16-le"), "the file is UTF-16", CUSTOMERS),
+        (b"not gzip at all", "the file is not valid gzip", CUSTOMERS + ".gz"),
     ],
-    ids=["zero-bytes", "not-utf8", "wrong-header"],
+    ids=["zero-bytes", "header-not-utf8", "wrong-header", "utf16", "not-gzip"],
 )
-def test_an_unreadable_file_fails_alone_and_alerts(warehouse, zone, monkeypatch, content, error):
-    zone.write_bytes(CUSTOMERS, content)
+def test_an_unreadable_file_fails_alone_and_alerts(warehouse, zone, monkeypatch, content, error,
+                                                   key):
+    zone.write_bytes(key, content)
     zone.write_bytes("marketing/ad_spend/2026-11-01/spend.csv",
                      b"date,campaign,channel,spend,impressions,clicks\n"
                      b"2026-11-01,black_friday,google,120.50,10000,250\n")
@@ -158,19 +164,135 @@ def test_an_unreadable_file_fails_alone_and_alerts(warehouse, zone, monkeypatch,
         messages = smtp.wait_for(1)
     assert (summary["loaded"], summary["failed"]) == (1, 1)
     failed = [f for f in summary["files"] if f["status"] == "failed"][0]
-    assert failed["key"] == CUSTOMERS and failed["error"].startswith(error)
+    assert failed["key"] == key and failed["error"].startswith(error)
+    assert summary["not_loaded"] == [{"key": key, "status": "failed", "error": failed["error"]}]
     assert query(warehouse, "select date, campaign, channel, spend, impressions, clicks"
                             " from raw.marketing__ad_spend") == [
         (datetime(2026, 11, 1).date(), "black_friday", "google", Decimal("120.50"), 10000, 250)]
     assert customers(warehouse) == []
-    (row,) = [m for m in manifest(warehouse) if m[0] == CUSTOMERS]
+    (row,) = [m for m in manifest(warehouse) if m[0] == key]
     assert row[2] == "failed" and row[6].startswith(error)
-    assert CUSTOMERS in messages[0].get_content()
+    assert key in messages[0].get_content()
     # The same broken file is not retried (nor alerted) on every poll; a fixed one loads.
     assert load_new_files()["failed"] == 0
-    zone.write_bytes(CUSTOMERS, (HEADER + ROW1).encode())
+    zone.write_bytes(key, gzip.compress((HEADER + ROW1).encode()) if key.endswith(".gz")
+                     else (HEADER + ROW1).encode())
     assert load_new_files()["loaded"] == 1
     assert len(customers(warehouse)) == 1
+
+
+# --- drift policies (entities.DriftPolicy), set on the entity the loader finds for the key ------
+
+SPEND = "marketing/ad_spend/2026-11-01/spend.csv"
+SPEND_FILE = (b"date,campaign,channel,spend,impressions,clicks\n"
+              b"2026-11-01,black_friday,google,120.50,10000,250\n")
+
+
+@pytest.fixture
+def drift(monkeypatch):
+    """``drift(**modes)`` sets crm/customers' drift policy for the loads that follow."""
+    from dataclasses import replace
+
+    from mage_project.entities import CRM_CUSTOMERS, FILE_ENTITIES, DriftPolicy
+
+    def set_policy(**modes):
+        monkeypatch.setitem(FILE_ENTITIES, "crm/customers",
+                            replace(CRM_CUSTOMERS, drift=DriftPolicy(**modes)))
+    return set_policy
+
+
+def with_extra(*rows: str) -> bytes:
+    return (HEADER.rstrip("\n") + ",extra\n"
+            + "".join(r.rstrip("\n") + ",x\n" for r in rows)).encode()
+
+
+def rejects(conn):
+    return query(conn, "select row_number, reason from raw.load_rejects order by row_number")
+
+
+def test_an_unknown_column_under_discard_row_rejects_every_row_naming_it(warehouse, zone, drift):
+    drift(unknown_field="discard_row", missing_field="freeze")
+    zone.write_bytes(CUSTOMERS, with_extra(ROW1, ROW2))
+    assert load_new_files()["loaded"] == 1
+    assert customers(warehouse) == []
+    reason = "extra is not a declared column (unknown_field is discard_row)"
+    assert rejects(warehouse) == [(1, reason), (2, reason)]
+    assert manifest(warehouse) == [(CUSTOMERS, 1, "loaded", 2, 0, 2, None,
+                                    "unknown_field extra: 2 rows rejected")]
+
+
+def test_an_unknown_column_under_freeze_fails_the_file_naming_it_and_the_others_load(
+        warehouse, zone, drift):
+    drift(unknown_field="freeze", missing_field="freeze")
+    zone.write_bytes(CUSTOMERS, with_extra(ROW1))
+    zone.write_bytes(SPEND, SPEND_FILE)
+    summary = load_new_files()
+    assert (summary["loaded"], summary["failed"]) == (1, 1)
+    (row,) = [m for m in manifest(warehouse) if m[0] == CUSTOMERS]
+    assert row[2] == "failed"
+    assert row[6].startswith("the header has the undeclared columns ['extra']")
+    assert customers(warehouse) == []
+
+
+def test_a_missing_optional_column_under_discard_value_loads_nulls_and_is_noted(
+        warehouse, zone, drift):
+    drift(missing_field="discard_value")
+    zone.write_bytes(CUSTOMERS, b"customer_id,email,full_name,country,signup_at,updated_at\n"
+                                b"1,ann@example.com,Ann,US,2026-11-01T10:00:00Z,2026-11-01T10:00:00Z\n")
+    load_new_files()
+    assert customers(warehouse) == [(1, "ann@example.com", "Ann", "US",
+                                     datetime(2026, 11, 1, 10, tzinfo=UTC), None, CUSTOMERS, 1)]
+    assert manifest(warehouse)[0][2:] == ("loaded", 1, 1, 0, None,
+                                          "missing_field utm_campaign: NULL in 1 row")
+
+
+def test_a_missing_required_column_fails_the_file_under_every_policy(warehouse, zone, drift):
+    drift(missing_field="discard_value")
+    zone.write_bytes(CUSTOMERS, b"customer_id,email,full_name,country,signup_at,utm_campaign\n"
+                                b"1,ann@example.com,Ann,US,2026-11-01T10:00:00Z,\n")
+    assert load_new_files()["failed"] == 1
+    assert manifest(warehouse)[0][2] == "failed"
+    assert manifest(warehouse)[0][6].startswith("the header lacks the required ['updated_at']")
+
+
+def test_a_missing_optional_column_under_discard_row_rejects_every_row(warehouse, zone, drift):
+    drift(missing_field="discard_row")
+    zone.write_bytes(CUSTOMERS, b"customer_id,email,full_name,country,signup_at,updated_at\n"
+                                b"1,ann@example.com,Ann,US,2026-11-01T10:00:00Z,2026-11-01T10:00:00Z\n")
+    load_new_files()
+    assert rejects(warehouse) == [
+        (1, "utm_campaign is not in the file's header (missing_field is discard_row)")]
+    assert manifest(warehouse)[0][7] == "missing_field utm_campaign: 1 row rejected"
+
+
+def test_a_wrong_type_under_discard_value_loads_null_for_an_optional_column_only(
+        warehouse, zone, drift):
+    drift(wrong_type="discard_value")
+    bad_country = "3,c@example.com,C,usa,2026-11-01T10:00:00Z,,2026-11-01T10:00:00Z\n"
+    bad_id = "x4,d@example.com,D,US,2026-11-01T10:00:00Z,,2026-11-01T10:00:00Z\n"
+    zone.write_bytes(CUSTOMERS, (HEADER + ROW1 + bad_country + bad_id).encode())
+    summary = load_new_files()
+    assert [(r[0], r[3]) for r in customers(warehouse)] == [(1, "US"), (3, None)]
+    assert rejects(warehouse) == [(3, "customer_id is not an integer: 'x4'")]
+    assert manifest(warehouse)[0][2:] == (
+        "loaded", 3, 2, 1, None,
+        "wrong_type country: NULL in 1 row; wrong_type customer_id: 1 row rejected")
+    assert summary["files"][0]["drift"] == {"wrong_type": {"country": 1, "customer_id": 1}}
+
+
+def test_a_wrong_type_under_freeze_fails_the_file_naming_the_column_and_the_row(
+        warehouse, zone, drift):
+    drift(wrong_type="freeze")
+    bad = "3,c@example.com,C,usa,2026-11-01T10:00:00Z,,2026-11-01T10:00:00Z\n"
+    zone.write_bytes(CUSTOMERS, (HEADER + ROW1 + ROW2 + bad).encode())
+    zone.write_bytes(SPEND, SPEND_FILE)
+    summary = load_new_files()
+    assert (summary["loaded"], summary["failed"]) == (1, 1)
+    (row,) = [m for m in manifest(warehouse) if m[0] == CUSTOMERS]
+    assert row[2:7] == ("failed", None, None, None,
+                        "row 3: country is not an ISO 3166 alpha-2 code: 'usa'"
+                        " (wrong_type is freeze)")
+    assert customers(warehouse) == [] and rejects(warehouse) == []
 
 
 def test_only_the_landing_layout_is_loaded():
