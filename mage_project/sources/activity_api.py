@@ -161,17 +161,21 @@ def read_body(
     time_left: Callable[[], float],
     read_timeout: float,
     limit: int | None = None,
+    complete: Callable[[], bool] = lambda: False,
 ) -> bytes:
     """A body read by ``read(wait)`` until it returns ``b""``, each wait at most the time left.
 
     ``read`` returns what one socket read brought, or raises ``TimeoutError`` when nothing came
     within ``wait`` seconds. Reading stops after ``limit`` bytes, if given. ``BodyCut`` when a read
-    times out or the time is up, so a server that sends slowly but steadily cannot outlast it.
+    times out or the time is up, so a server that sends slowly but steadily cannot outlast it;
+    a body that has all come (``complete()``, its Content-Length reached) is kept even then.
     """
     received = bytearray()
     while limit is None or len(received) < limit:
         left = time_left()
         if left <= 0:
+            if complete():
+                break
             raise BodyCut(len(received), 0.0, deadline=True)
         wait = min(read_timeout, left)
         try:
@@ -194,7 +198,9 @@ def _read1(response: requests.Response, wait: float) -> bytes:
         sock.settimeout(wait)
     try:
         # read1, not iter_content: iter_content fills each chunk with as many socket reads as it
-        # takes, so a drip of one byte per read timeout would never time out.
+        # takes, so a drip of one byte per read timeout would never time out. One read1 is one
+        # socket read of a plain body; a chunk-size line or a gzip header may take a few, each
+        # within this wait, so the deadline can be overrun by that much and no more.
         return raw.read1(_READ_BYTES, decode_content=True)
     except urllib3.exceptions.ReadTimeoutError as exc:
         raise TimeoutError(str(exc)) from exc
@@ -417,6 +423,8 @@ class ActivityApiClient:
                 lambda: self._time_left(fetch),
                 self.settings.read_timeout,
                 limit,
+                # urllib3 closes its side once the last byte the headers announced has come
+                getattr(response.raw, "isclosed", lambda: False),
             )
         except BodyCut as cut:
             if cut.deadline:

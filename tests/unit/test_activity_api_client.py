@@ -285,6 +285,19 @@ def test_no_read_starts_once_the_time_is_up():
     assert reads.waits == []
 
 
+def test_a_body_that_has_all_come_is_kept_although_the_time_is_up():
+    clock = _Clock()
+    deadline = clock.now + 3.0
+    reads = _Reads(clock, b"abc", every=1.0)
+
+    body = read_body(reads, lambda: deadline - clock.now, read_timeout=30.0,
+                     complete=lambda: reads.at == len(reads.body))
+
+    assert body == b"abc"
+    assert clock.now == deadline
+    assert len(reads.waits) == 3  # no read for the end: the body said it was whole
+
+
 def test_reading_stops_at_the_limit():
     reads = _Reads(_Clock(), b"0123456789", every=0.0, step=4)
 
