@@ -228,3 +228,26 @@ def test_when_the_warehouse_goes_the_other_files_are_tried_and_the_run_names_the
     again = load_new_files(run_id="run-up")
     assert again["loaded"] == 2
     assert [m[:3] for m in manifest(warehouse)] == [(CUSTOMERS, 1, "loaded"), (SPEND, 1, "loaded")]
+
+
+def test_poison_rows_load_as_rejects_on_snowflake_too(snowflake_warehouse, zone):
+    name = "".join(chr(c) for c in range(1, 32)) + "\x7f|\r\n|end"
+    data = (HEADER + row(1, name) + row(2, "Bo\x00b")).encode() + row(3, "Ren\xe9e").encode(
+        "latin-1") + row(4, name, "usa").encode() + row(5, "x" * 2_000_000).encode()
+    zone.write_bytes(CUSTOMERS, data)
+    summary = load_new_files(run_id="run-snowflake")
+    assert (summary["loaded"], summary["error"]) == (1, 0), summary
+    cur = snowflake_warehouse.cursor()
+    assert cur.execute("select customer_id, full_name from raw.crm__customers").fetchall() == [
+        (1, name)]
+    assert cur.execute("select row_number, reason, raw_line from raw.load_rejects"
+                       " order by row_number").fetchall() == [
+        (2, "full_name contains a NUL character", row(2, "Bo\\x00b").rstrip("\n")),
+        (3, "full_name is not UTF-8: b'Ren\\xe9e'", row(3, "Ren\\xe9e").rstrip("\n")),
+        (4, "country is not an ISO 3166 alpha-2 code: 'usa'", row(4, name, "usa").rstrip("\n")),
+        (5, "full_name is 2000000 bytes, over the 1048576-byte limit of a field",
+         f"{row(5, 'x' * 2_000_000)[:normalize.RAW_LINE_CHARS]} [... truncated: the row is"
+         f" {len(row(5, 'x' * 2_000_000))} bytes]")]
+    assert cur.execute("select status, rows_total, rows_loaded, rows_rejected, run_id"
+                       " from ops.file_manifest").fetchall() == [
+        ("loaded", 5, 1, 4, "run-snowflake")]
