@@ -1,0 +1,148 @@
+"""Time: a machine and a PostgreSQL session in New York time load what UTC loads, across the
+change from daylight saving time (2026-11-01, 06:00 UTC: 02:00 EDT becomes 01:00 EST), and a
+scheduled run after an outage catches up every day it missed, each once.
+
+New York time is set where a user's machine sets it: TZ for the process, and for PostgreSQL both
+the database's default (``alter database ... set timezone``) and libpq's PGTZ. Every run here is
+a real child process; the runs under test go through the command line (Mage and all).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections import Counter, defaultdict
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg2
+import pytest
+from conftest import ROOT, _admin, query, run_cli
+from psycopg2 import sql
+from support import SIM, expected_rows, loaded_rows
+
+from mage_project.landing import LandingZone
+from mage_project.sources.activity_simulator import generate_events
+
+NEW_YORK = "America/New_York"
+# New York's 30 and 31 October and 1 November, as a user there types them: 73 hours, the last
+# day 25 hours long.
+LOCAL_START, LOCAL_END = "2026-10-30T00:00:00-04:00", "2026-11-02T00:00:00-05:00"
+WINDOW_START = datetime(2026, 10, 30, 4, tzinfo=UTC)
+WINDOW_END = datetime(2026, 11, 2, 5, tzinfo=UTC)
+CATCH_UP = "2026-11-04T02:00:00Z"  # the scheduled run two days later: the 02:00 UTC trigger's
+LOOKBACK = timedelta(hours=24)  # ACTIVITY_LOOKBACK_HOURS' default
+
+# The ingest's three steps in a child process (the library, where Mage is not what is tested).
+STEPS = """
+import json, sys
+from mage_project.pipelines import user_activity as steps
+print(json.dumps(steps.load(steps.validate(steps.fetch(**json.loads(sys.argv[1])))), default=str))
+"""
+
+
+@contextmanager
+def database(pg_server, timezone: str, landing):
+    """A fresh database whose sessions default to ``timezone``, and the settings of a process
+    that uses it: its POSTGRES_*, TZ and PGTZ, and a landing zone of its own."""
+    name = f"tz_{uuid.uuid4().hex[:12]}"
+    admin = _admin(pg_server)
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        cur.execute(sql.SQL("alter database {} set timezone = {}").format(
+            sql.Identifier(name), sql.Literal(timezone)))
+    env = {"POSTGRES_HOST": pg_server.socket_dir, "POSTGRES_PORT": str(pg_server.port),
+           "POSTGRES_USER": pg_server.user, "POSTGRES_DBNAME": name, "TZ": timezone,
+           "PGTZ": timezone, "LANDING_URL": landing.as_uri()}
+    conn = psycopg2.connect(host=pg_server.socket_dir, port=pg_server.port, user=pg_server.user,
+                            dbname=name)
+    conn.autocommit = True
+    try:
+        assert query(conn, "show timezone") == [(timezone,)]
+        yield conn, env
+    finally:
+        conn.close()
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+        admin.close()
+
+
+def run_steps(env: dict, **kwargs) -> dict:
+    result = subprocess.run([sys.executable, "-c", STEPS, json.dumps(kwargs)], cwd=ROOT,
+                            env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def run_records(conn) -> list[tuple]:
+    return query(conn, "select window_start, window_end, status, rows_fetched, rows_loaded,"
+                       " rows_rejected, rows_duplicate, rows_changed from ops.pipeline_runs"
+                       " order by started_at")
+
+
+def partitions(conn, landing) -> list[dict[date, int]]:
+    """Each run's landing files (in run order) as {partition date: rows}; every row's occurred_at
+    falls on its partition's UTC date."""
+    zone = LandingZone(landing.as_uri())
+    by_run: dict[str, Counter] = defaultdict(Counter)
+    for entry in zone.entries("activity/user_activity"):
+        folder, name = entry.key.split("/")[-2:]
+        day = date.fromisoformat(folder.removeprefix("date="))
+        for row in csv.DictReader(io.StringIO(zone.read_bytes(entry.key).decode())):
+            try:
+                at = datetime.fromisoformat(row["occurred_at"])
+            except (TypeError, ValueError):
+                at = None  # one of the simulator's invalid records
+            if at is not None and at.tzinfo is not None:
+                assert at.astimezone(UTC).date() == day, f"{entry.key} holds an event of {at}"
+            by_run[name.rsplit("-", 1)[0]][day] += 1
+    order = [run for (run,) in query(conn, "select run_id from ops.pipeline_runs order by started_at")]
+    assert sorted(by_run) == sorted(order)
+    return [dict(by_run[run]) for run in order]
+
+
+def events_by_day(start: datetime, end: datetime) -> dict[date, int]:
+    """How many events the simulator serves for each UTC day's part of ``[start, end)``."""
+    served, cursor = {}, start
+    while cursor < end:
+        midnight = datetime.combine(cursor.date() + timedelta(days=1), datetime.min.time(), UTC)
+        served[cursor.date()] = sum(1 for _ in generate_events(cursor, min(midnight, end), **SIM))
+        cursor = min(midnight, end)
+    return served
+
+
+@pytest.mark.reliability
+def test_a_new_york_machine_and_session_load_what_utc_loads_across_the_dst_end(
+        pg_server, simulator, tmp_path):
+    """A window of New York days across the DST end, then the scheduled run two days later,
+    once on a UTC machine and session and once in New York time: the same rows, the same landing
+    partitions (UTC dates), the same run windows and counts, the same watermark."""
+    simulator()
+    with database(pg_server, "UTC", tmp_path / "utc") as (utc, utc_env), \
+            database(pg_server, NEW_YORK, tmp_path / "new_york") as (ny, ny_env):
+        run_steps(utc_env, window_start=LOCAL_START, window_end=LOCAL_END)
+        run_steps(utc_env, execution_date=CATCH_UP)
+        for args in (("--start", LOCAL_START, "--end", LOCAL_END), ("--execution-date", CATCH_UP)):
+            result = run_cli("run", "user_activity_ingest", *args, env=ny_env)
+            assert result.returncode == 0, result.stderr[-3000:]
+
+        catch_up_end = datetime(2026, 11, 4, tzinfo=UTC)
+        rows, _, _ = expected_rows(WINDOW_START, catch_up_end)
+        assert loaded_rows(ny) == loaded_rows(utc) == rows
+        records = run_records(ny)
+        assert records == run_records(utc)
+        assert [r[:3] for r in records] == [(WINDOW_START, WINDOW_END, "success"),
+                                            (WINDOW_END - LOOKBACK, catch_up_end, "success")]
+        assert query(ny, "select watermark from ops.watermarks") == query(
+            utc, "select watermark from ops.watermarks") == [(catch_up_end,)]
+        landed = partitions(ny, tmp_path / "new_york")
+        assert landed == partitions(utc, tmp_path / "utc")
+        assert landed == [events_by_day(WINDOW_START, WINDOW_END),
+                          events_by_day(WINDOW_END - LOOKBACK, catch_up_end)]
+        assert sorted(landed[0]) == [date(2026, 10, 30), date(2026, 10, 31), date(2026, 11, 1),
+                                   date(2026, 11, 2)]
