@@ -406,7 +406,7 @@ def _normalize(entity: Entity, src: _Source, key: str, valid_path: Path,
         header_reason = (f"{missing[0]} is not in the file's header (missing_field is"
                          " discard_row)", ("missing_field", missing[0]))
     checks = [(c.name, header.index(c.name) if c.name in header else None, PARSERS[c.kind],
-               c.required, c.allowed) for c in entity.columns]
+               c.kind, c.required, c.allowed) for c in entity.columns]
 
     def check_row(row_no: int, text: str, record: _Record) -> tuple[list[str | None], list[str]]:
         """The row's declared values (and the columns set NULL for their type); raises _Skip."""
@@ -433,7 +433,7 @@ def _normalize(entity: Entity, src: _Source, key: str, valid_path: Path,
             raise _Skip(*header_reason)
         values: list[str | None] = []
         nulled: list[str] = []
-        for name, position, check, required, allowed in checks:
+        for name, position, check, kind, required, allowed in checks:
             value = None if position is None else row[position]
             if not value:
                 if required and value is not None:
@@ -447,7 +447,7 @@ def _normalize(entity: Entity, src: _Source, key: str, valid_path: Path,
                     if value not in allowed:
                         raise Rejected(f"is not one of {list(allowed)}: {value[:40]!r}")
                 else:
-                    check(value)
+                    _check(check, kind, value)
             except Rejected as exc:
                 reason = f"{name} {exc}"
                 if policy.wrong_type == "freeze":
@@ -494,6 +494,17 @@ def _normalize(entity: Entity, src: _Source, key: str, valid_path: Path,
             counts.drift[kind][column] += rows_
     counts.notes = _drift_notes(drift)
     return counts
+
+
+def _check(check, kind: str, value: str) -> None:
+    """The kind's parser on ``value``; a value it cannot even take (int() refuses more than
+    4300 digits, say) is not of the kind either."""
+    try:
+        check(value)
+    except Rejected:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a parser trips on is the value's fault
+        raise Rejected(f"is not a valid {kind} ({type(exc).__name__}): {value[:40]!r}") from None
 
 
 def _oversize_reason(head: str, header: list[str], size: int) -> str:

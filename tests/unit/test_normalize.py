@@ -324,3 +324,12 @@ def test_records_and_fields_are_the_csv_modules(text, monkeypatch):
     records = list(normalize._Records(io.BytesIO(text.encode()), 1 << 20))
     assert [normalize._parse_fields(r.head.decode()) for r in records] == expected
     assert [normalize._fields(r.head.decode()) for r in records] == expected
+
+
+def test_a_value_its_parser_cannot_take_is_of_the_wrong_type(tmp_path):
+    digits = "9" * 5000  # int() refuses strings of more than 4300 digits
+    _, valid, rejects = check(tmp_path, (HEADER + row(digits) + row("2")).encode())
+    assert [v["customer_id"] for v in valid] == ["2"]
+    # (validation's own reason once it stops calling int() on such strings)
+    assert rejects[0][1] in (f"customer_id is not a valid bigint (ValueError): {digits[:40]!r}",
+                             "customer_id is out of the bigint range")
