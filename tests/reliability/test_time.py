@@ -146,3 +146,47 @@ def test_a_new_york_machine_and_session_load_what_utc_loads_across_the_dst_end(
                           events_by_day(WINDOW_END - LOOKBACK, catch_up_end)]
         assert sorted(landed[0]) == [date(2026, 10, 30), date(2026, 10, 31), date(2026, 11, 1),
                                    date(2026, 11, 2)]
+
+
+@pytest.mark.reliability
+def test_the_scheduled_run_after_a_three_day_outage_loads_every_missed_day_once(warehouse,
+                                                                              simulator):
+    """The watermark is at 30 October: the runs of 31 October, 1 and 2 November never happened.
+    The scheduled run of 2 November catches up from the watermark (less the lookback) to its
+    execution day, in one run: each day's events are loaded once, the earlier day's rows are
+    left as they were."""
+    simulator()
+    before, outage_start = datetime(2026, 10, 29, tzinfo=UTC), datetime(2026, 10, 30, tzinfo=UTC)
+    execution_day = datetime(2026, 11, 2, tzinfo=UTC)
+    first = run_steps({}, window_start=before.isoformat(), window_end=outage_start.isoformat())
+    assert query(warehouse, "select watermark from ops.watermarks") == [(outage_start,)]
+
+    result = run_cli("run", "user_activity_ingest", "--execution-date", "2026-11-02T02:00:00Z")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    rows, _, _ = expected_rows(before, execution_day)
+    assert loaded_rows(warehouse) == rows
+    [(catch_up,)] = query(warehouse, "select run_id from ops.pipeline_runs where run_id <> %s",
+                          (first["run_id"],))
+    earlier, _, _ = expected_rows(before, outage_start)
+    assert run_records(warehouse) == [
+        (before, outage_start, "success", *[first[k] for k in (
+            "rows_fetched", "rows_loaded", "rows_rejected", "rows_duplicate", "rows_changed")]),
+        (outage_start - LOOKBACK, execution_day, "success", *expected_counts(
+            outage_start - LOOKBACK, execution_day), len(rows) - len(earlier))]
+    assert query(warehouse, "select watermark, run_id from ops.watermarks") == [
+        (execution_day, catch_up)]
+    # Every day once, by one run: the lookback day stays the first run's.
+    per_day = Counter(at.date() for _, _, at, *_ in rows.values())
+    assert query(warehouse, "select (occurred_at at time zone 'UTC')::date, _run_id, count(*)"
+                            " from raw.user_activity group by 1, 2 order by 1") == [
+        (day, first["run_id"] if day < outage_start.date() else catch_up, per_day[day])
+        for day in sorted(per_day)]
+    assert sorted(per_day) == [date(2026, 10, 29), date(2026, 10, 30), date(2026, 10, 31),
+                               date(2026, 11, 1)]
+
+
+def expected_counts(start: datetime, end: datetime) -> tuple[int, int, int, int]:
+    """(fetched, loaded, rejected, duplicate) of a run of ``[start, end)``, from the oracle."""
+    rows, rejected, fetched = expected_rows(start, end)
+    return fetched, len(rows), rejected, fetched - rejected - len(rows)
