@@ -166,6 +166,25 @@ def test_a_work_dir_that_cannot_be_made_is_an_error_not_the_files_fault(warehous
         (SPEND, 2, "loaded", 1, 1, 0, "run-fixed")]
 
 
+def test_an_errored_retry_of_unchanged_content_is_skipped_and_seen(warehouse, zone, tmp_path,
+                                                                   monkeypatch):
+    zone.write_bytes(CUSTOMERS, (HEADER + row(1)).encode())
+    load_new_files(run_id="run-1")
+    zone.write_bytes(CUSTOMERS, (HEADER + row(1)).encode())  # delivered again, same bytes
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("")
+    monkeypatch.setenv("WORK_DIR", str(blocked))
+    assert load_new_files(run_id="run-2")["error"] == 1
+    monkeypatch.delenv("WORK_DIR")
+    assert [f.key for f in pending_drops()] == [CUSTOMERS]
+    third = load_new_files(run_id="run-3")
+    assert [(f["status"], f["version"]) for f in third["files"]] == [("skipped", 1)]
+    assert pending_drops() == []
+    assert len(loaded(warehouse)) == 1
+    assert manifest(warehouse) == [(CUSTOMERS, 1, "loaded", 1, 1, 0, "run-1"),
+                                   (CUSTOMERS, 2, "error", None, None, None, "run-2")]
+
+
 def test_a_connection_cut_mid_copy_is_an_error_beside_a_failed_and_a_loaded_file(
         warehouse, zone, pg_proxy):
     proxy = pg_proxy()
