@@ -19,6 +19,7 @@ import uuid
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import psycopg2
 import pytest
@@ -28,6 +29,7 @@ from support import SIM, expected_rows, loaded_rows
 
 from mage_project.landing import LandingZone
 from mage_project.sources.activity_simulator import generate_events
+from mage_project.sources.file_drops import expected_latest, write_drops
 
 NEW_YORK = "America/New_York"
 # New York's 30 and 31 October and 1 November, as a user there types them: 73 hours, the last
@@ -190,3 +192,60 @@ def expected_counts(start: datetime, end: datetime) -> tuple[int, int, int, int]
     """(fetched, loaded, rejected, duplicate) of a run of ``[start, end)``, from the oracle."""
     rows, rejected, fetched = expected_rows(start, end)
     return fetched, len(rows), rejected, fetched - rejected - len(rows)
+
+
+def file_rows(landing, keys: list[str]) -> dict[str, list[dict]]:
+    zone = LandingZone(landing.as_uri())
+    return {key: list(csv.DictReader(io.StringIO(zone.read_bytes(key).decode()))) for key in keys}
+
+
+def instant(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+@pytest.mark.reliability
+def test_file_drops_under_new_york_time_keep_their_days_and_instants(pg_server, tmp_path):
+    """warehouse_elt on a New York machine and session, over file drops of the days around the
+    DST end: each file is loaded into its day, every timestamp is the instant the file says, every
+    date the date it says, and the marts' dates are the UTC dates of those instants."""
+    landing = tmp_path / "landing"
+    with database(pg_server, NEW_YORK, landing) as (ny, env):
+        keys = write_drops(LandingZone(landing.as_uri()), date(2026, 10, 31), date(2026, 11, 3),
+                           seed=11, events_per_day=300, users=120)
+        assert {key.split("/")[2] for key in keys} == {"2026-10-31", "2026-11-01", "2026-11-02"}
+        result = run_cli("run", "warehouse_elt", env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+        rows = file_rows(landing, keys)
+        assert query(ny, "select file_key, version, status from ops.file_manifest order by 1") == [
+            (key, 1, "loaded") for key in sorted(keys)]
+
+        def loaded(table: str, columns: str) -> set[tuple]:
+            return set(query(ny, sql.SQL("select _file_key, _row_number, {} from {}").format(
+                sql.SQL(columns), sql.Identifier("raw", table))))
+
+        def landed(prefix: str, *convert) -> set[tuple]:
+            return {(key, n, *(f(row[c]) for c, f in convert))
+                    for key, file in rows.items() if key.startswith(prefix)
+                    for n, row in enumerate(file, start=1)}
+
+        assert loaded("billing__payments", "paid_at, updated_at") == landed(
+            "billing/payments", ("paid_at", instant), ("updated_at", instant))
+        assert loaded("crm__customers", "signup_at, updated_at") == landed(
+            "crm/customers", ("signup_at", instant), ("updated_at", instant))
+        assert loaded("marketing__ad_spend", "date") == landed(
+            "marketing/ad_spend", ("date", date.fromisoformat))
+
+        payments = expected_latest([(k, r) for k, r in rows.items()
+                                    if k.startswith("billing/payments")], "billing/payments")
+        paid_days = sorted({instant(p["paid_at"]).date() for p in payments.values()
+                            if p["status"] in ("succeeded", "refunded")})
+        assert query(ny, "select date from marts.fct_daily_revenue order by 1") == [
+            (day,) for day in paid_days]
+        customers = expected_latest([(k, r) for k, r in rows.items()
+                                     if k.startswith("crm/customers")], "crm/customers")
+        assert dict(query(ny, "select customer_id, signup_date from marts.dim_customers")) == {
+            int(c["customer_id"]): instant(c["signup_at"]).date() for c in customers.values()}
+        # Some instants do fall on another date in New York: the test can tell the two apart.
+        assert any(instant(c["signup_at"]).astimezone(ZoneInfo(NEW_YORK)).date()
+                   != instant(c["signup_at"]).date() for c in customers.values())
