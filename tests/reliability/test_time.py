@@ -249,3 +249,59 @@ def test_file_drops_under_new_york_time_keep_their_days_and_instants(pg_server, 
         # Some instants do fall on another date in New York: the test can tell the two apart.
         assert any(instant(c["signup_at"]).astimezone(ZoneInfo(NEW_YORK)).date()
                    != instant(c["signup_at"]).date() for c in customers.values())
+
+
+# The ingest's loader run the way Mage's notebook runs it (execute_custom_code: the block's
+# execute_with_callback(from_notebook=True)), with the execution_date Mage's websocket server
+# gives a notebook run (mage_ai/server/websocket_server.py: `now = datetime.now()`, naive
+# local time). Prints the manifest's window.
+NOTEBOOK_FETCH = """
+import json
+from datetime import datetime, timedelta
+
+from mage_project import config
+from mage_project.cli import prepare_mage_environment
+
+prepare_mage_environment()
+from mage_ai.settings.repo import set_repo_path
+
+set_repo_path(str(config.PROJECT_ROOT))
+from mage_ai.data_preparation.models.pipeline import Pipeline
+from mage_ai.data_preparation.variable_manager import get_global_variables
+from mage_ai.orchestration.db import db_connection
+
+db_connection.start_session()
+pipeline = Pipeline.get("user_activity_ingest", repo_path=str(config.PROJECT_ROOT))
+now = datetime.now()
+global_vars = {**(get_global_variables(pipeline.uuid) or {}), "env": "dev", "execution_date": now,
+               "interval_end_datetime": now + timedelta(days=1), "interval_seconds": None,
+               "interval_start_datetime": now, "interval_start_datetime_previous": None,
+               "event": {}, "sample_rows": 50}
+result = pipeline.get_block("fetch_activity_user_activity").execute_with_callback(
+    from_notebook=True, global_vars=global_vars, update_status=False)
+manifest = next(o for o in result["output"] if o is not None)
+print("WINDOW", manifest["window_start"], manifest["window_end"])
+"""
+
+
+@pytest.mark.reliability
+@pytest.mark.xfail(strict=True, reason=(
+    "Mage gives a notebook run execution_date = datetime.now(), naive local time, which "
+    "windows.as_utc takes as UTC: off the machine's UTC offset, the notebook's window is not the "
+    "day before today (UTC)"))
+def test_a_notebook_run_on_a_machine_off_utc_fetches_the_day_before_today(warehouse, simulator,
+                                                                          tmp_path):
+    simulator()
+    # A zone whose date differs from UTC's now (and for the next hour): 12 hours behind before
+    # 11:00 UTC, 14 hours ahead after.
+    zone = "Etc/GMT+12" if datetime.now(UTC).hour < 11 else "Pacific/Kiritimati"
+    today = datetime.now(UTC).date()
+    result = subprocess.run([sys.executable, "-c", NOTEBOOK_FETCH], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "TZ": zone, "PGTZ": zone,
+                                                         "MAGE_DATA_DIR": str(tmp_path / "mage")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    [window] = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("WINDOW ")]
+    start, end = (datetime.fromisoformat(bound) for bound in window)
+    midnight = datetime.combine(today, datetime.min.time(), UTC)
+    assert datetime.now(UTC).date() == today, "midnight UTC passed during the run: run it again"
+    assert (start, end) == (midnight - timedelta(days=1), midnight), f"{zone}: {window}"
