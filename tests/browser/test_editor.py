@@ -42,6 +42,7 @@ import psycopg2
 import pytest
 import yaml
 from conftest import _PROJECT_VARS, ROOT, _admin
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect, sync_playwright
 from psycopg2 import sql
 from support import SIM, expected_rows, free_port, stop_group
@@ -297,6 +298,42 @@ def output_lines(page, block_uuid: str):
     return block(page, block_uuid).locator("code")
 
 
+class Rerendered(Exception):
+    """An element the test was acting on was replaced (or not laid out) meanwhile."""
+
+
+def on_fresh_elements(action, timeout: float = 60):
+    """``action()``, called again while Mage re-renders what it acts on, up to ``timeout`` s.
+
+    Mage's notebook re-renders a block's output after the block ran (it fetches the pipeline and
+    the block's outputs again, and redraws them), replacing the elements: an action on an element
+    found a moment before may meet it detached ("Element is not attached to the DOM") or without
+    a box. ``action`` locates everything it touches on each call and starts by waiting for it
+    (``expect``, ``box``), so each attempt acts on the page as it is then. An assertion that
+    fails (``expect``) is not retried."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return action()
+        except (PlaywrightError, Rerendered):
+            if time.monotonic() >= deadline:
+                raise
+
+
+def box(locator) -> dict:
+    """The element's box once it is visible; Rerendered when it was replaced meanwhile."""
+    expect(locator).to_be_visible()
+    found = locator.bounding_box()
+    if found is None:
+        raise Rerendered(f"{locator} has no box: it was re-rendered")
+    return found
+
+
+def scroll_into_view(locator) -> None:
+    expect(locator).to_be_visible()
+    locator.scroll_into_view_if_needed()
+
+
 def execute(page, block_uuid: str, finished, timeout: float = 180_000) -> None:
     """Run the block alone with the button of its header (Python blocks: ▶ "Run block"; dbt
     blocks: "Run command") and wait for ``finished``, a locator of what it shows when done.
@@ -350,31 +387,45 @@ def output_record(page, block_uuid: str) -> dict[str, str]:
     {column: the cell's text}."""
     table = block(page, block_uuid).get_by_role("table")
     expect(table.get_by_role("row")).to_have_count(2)  # the header row and the block's one row
-    columns = table.get_by_role("columnheader").all_inner_texts()
-    cells = table.get_by_role("cell").all_inner_texts()
-    return dict(zip(columns[1:], cells[1:], strict=True))  # the first column numbers the rows
+
+    def read() -> dict[str, str]:
+        columns = table.get_by_role("columnheader").all_inner_texts()
+        cells = table.get_by_role("cell").all_inner_texts()
+        if len(columns) < 2 or len(cells) != len(columns):  # read while Mage redrew it
+            raise Rerendered(f"{block_uuid}'s table: columns {columns}, cells {cells}")
+        return dict(zip(columns[1:], cells[1:], strict=True))  # the first column numbers the rows
+
+    return on_fresh_elements(read)
 
 
 def save_output(page, block_uuid: str, column: str) -> None:
-    """A screenshot of the block's test report and output, its table scrolled to ``column``."""
-    cell = block(page, block_uuid)
-    table = cell.get_by_role("table")
-    # The header row follows the body's horizontal scroll (not the other way round).
-    column_index = table.get_by_role("columnheader").all_inner_texts().index(column)
-    table.get_by_role("cell").nth(column_index).scroll_into_view_if_needed()
-    line = cell.get_by_text(re.compile(r"^\w+ passed: observed ")).last
-    # Warnings Mage's kernel prints (scikit-learn's, on each output) may push the check's line a
-    # screen below the table: then the picture ends with the table ("1 row x 5 columns").
-    size = cell.get_by_text(re.compile(r"^\d+ rows? x \d+ columns?$"))
-    gap = line.bounding_box()["y"] - size.bounding_box()["y"]  # both from the viewport's top
-    end = line if gap < 200 else size
-    end.evaluate("end => end.scrollIntoView({block: 'end'})")
-    top = cell.get_by_text(re.compile(r"^\d+/\d+ tests passed")).bounding_box()
-    bottom, box = end.bounding_box(), cell.bounding_box()
-    assert top and bottom and box, f"{block_uuid}'s output is not on the page"
-    page.screenshot(path=ARTIFACTS / f"block-{block_uuid}.png", clip={
-        "x": box["x"], "y": top["y"] - 12, "width": box["width"],
-        "height": bottom["y"] + bottom["height"] - top["y"] + 24})
+    """A screenshot of the block's test report and output, its table scrolled to ``column``
+    (found afresh while Mage redraws them: ``on_fresh_elements``)."""
+
+    def shoot() -> None:
+        cell = block(page, block_uuid)
+        table = cell.get_by_role("table")
+        headers = table.get_by_role("columnheader")
+        expect(headers.filter(has_text=re.compile(rf"^{re.escape(column)}$"))).to_have_count(1)
+        names = headers.all_inner_texts()
+        if column not in names:
+            raise Rerendered(f"{block_uuid}'s table was redrawn: columns {names}")
+        # The header row follows the body's horizontal scroll (not the other way round).
+        scroll_into_view(table.get_by_role("cell").nth(names.index(column)))
+        line = cell.get_by_text(re.compile(r"^\w+ passed: observed ")).last
+        # Warnings Mage's kernel prints (scikit-learn's, on each output) may push the check's line
+        # a screen below the table: then the picture ends with the table ("1 row x 5 columns").
+        size = cell.get_by_text(re.compile(r"^\d+ rows? x \d+ columns?$"))
+        gap = box(line)["y"] - box(size)["y"]  # both from the viewport's top
+        end = line if gap < 200 else size
+        end.evaluate("end => end.scrollIntoView({block: 'end'})")
+        top = box(cell.get_by_text(re.compile(r"^\d+/\d+ tests passed")))
+        bottom, whole = box(end), box(cell)
+        page.screenshot(path=ARTIFACTS / f"block-{block_uuid}.png", clip={
+            "x": whole["x"], "y": top["y"] - 12, "width": whole["width"],
+            "height": bottom["y"] + bottom["height"] - top["y"] + 24})
+
+    on_fresh_elements(shoot)
 
 
 def query(editor: Editor, statement: str, params=None) -> list[tuple]:
@@ -391,14 +442,19 @@ def query(editor: Editor, statement: str, params=None) -> list[tuple]:
 
 
 def save_log(page, block_uuid: str, last_line) -> None:
-    """A screenshot of the block's header and the end of its log, down to ``last_line``."""
-    last_line.evaluate("line => line.scrollIntoView({block: 'end'})")
-    header, bottom = block_header(page, block_uuid).bounding_box(), last_line.bounding_box()
-    box = block(page, block_uuid).bounding_box()
-    assert header and bottom and box, f"{block_uuid}'s log is not on the page"
-    page.screenshot(path=ARTIFACTS / f"block-{block_uuid}.png", clip={
-        "x": box["x"], "y": header["y"], "width": box["width"],
-        "height": bottom["y"] + bottom["height"] - header["y"] + 12})
+    """A screenshot of the block's header and the end of its log, down to ``last_line`` (a
+    locator, found afresh while Mage redraws the log: ``on_fresh_elements``)."""
+
+    def shoot() -> None:
+        expect(last_line).to_be_visible()
+        last_line.evaluate("line => line.scrollIntoView({block: 'end'})")
+        header, bottom = box(block_header(page, block_uuid)), box(last_line)
+        whole = box(block(page, block_uuid))
+        page.screenshot(path=ARTIFACTS / f"block-{block_uuid}.png", clip={
+            "x": whole["x"], "y": header["y"], "width": whole["width"],
+            "height": bottom["y"] + bottom["height"] - header["y"] + 12})
+
+    on_fresh_elements(shoot)
 
 
 def test_sign_in_with_the_owner_from_the_settings(page):
@@ -456,7 +512,7 @@ def test_running_the_loader_renders_its_manifest(page):
     served = sum(1 for _ in generate_events(start, start + timedelta(days=1), **SIM))
     assert sum(f["rows"] for f in files) == served, files
     expect(check).to_have_text(re.compile(rf"^landing_files_complete passed: .*'rows_in_files': {served}\b"))
-    cell.scroll_into_view_if_needed()
+    on_fresh_elements(lambda: scroll_into_view(cell))
     block_tests_passed(page, LOADER)
     save_output(page, LOADER, "files")
 
@@ -710,7 +766,13 @@ def test_planning_the_build_names_an_audit_build_in_a_target_path_of_its_own(pag
     line = run_block(page, PLAN, "marts_build_planned")
     plan = output_record(page, PLAN)
     assert plan["up_to_date"] == "False", f"nothing is published in this database yet: {plan}"
-    assert re.fullmatch(r"[\w-]+", plan["run_id"]), plan
+    # The build belongs to the editor session's run: that of the kernel Mage runs the notebook's
+    # blocks in (runs.run_id_for), so the dbt block, the publish and a failure callback name it.
+    session = re.fullmatch(r"editor-(\d+)-[0-9a-f]{8}", plan["run_id"])
+    assert session, f"the notebook's build is not its session's run: {plan}"
+    kernel = Path(f"/proc/{session[1]}/cmdline").read_bytes().split(b"\0")
+    assert any(b"ipykernel" in arg for arg in kernel), (
+        f"process {session[1]} is not Mage's kernel: {kernel}")
     target = editor.data_dir / "work" / "dbt-runs" / plan["run_id"]
     assert plan["target_path"] in shown_path(editor, target), plan
     args = shlex.split(plan["dbt_args"])
