@@ -63,6 +63,7 @@ _JUNK_CHARS = st.one_of(
 )
 _JUNK = st.one_of(
     st.text(_JUNK_CHARS, max_size=12),
+    st.builds("{}\x00{}".format, st.text(max_size=4), st.text(max_size=4)),
     st.sampled_from(["", " ", "NULL", "1e5", "-0", "2026-13-01", "usa", "1.005", "abc"]),
     st.text(st.sampled_from("xé\"\n"), min_size=FIELD_LIMIT // 2, max_size=3 * FIELD_LIMIT),
 )
@@ -167,14 +168,14 @@ def poisoned(drop: Drop, fields: list[str]) -> bool:
 # --- properties of normalize_file -------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(drops())
 def test_every_row_of_any_file_ends_valid_or_rejected_with_a_reason(drop):
     outcome = normalized(drop)
     if isinstance(outcome, UnreadableFile):
         # Only the header (or a freeze policy) fails a file; a UTF-16 file always does.
         assert str(outcome)
-        event(f"file unreadable: {str(outcome)[:22]}")
+        event("file unreadable")
         return
     event("file read")
     assert drop.encoding != "utf-16"
@@ -248,7 +249,7 @@ _CSV_TEXT = st.lists(st.sampled_from(['a', 'é', ',', '"', '""', '\n', '\r', '\r
                      max_size=40).map("".join)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(text=_CSV_TEXT, chunk=st.integers(1, 8))
 def test_records_and_fields_are_those_the_csv_module_reads(text, chunk):
     with mock.patch.object(normalize, "_CHUNK", chunk):
@@ -328,10 +329,10 @@ SHAPES = {
 
 
 def test_the_generator_makes_every_kind_of_file():
-    """The properties above see every shape of file: a few hundred derandomized draws hold each."""
+    """The properties above see every shape of file: 200 derandomized draws hold each."""
     seen: set[str] = set()
 
-    @settings(max_examples=300, deadline=None, derandomize=True, database=None)
+    @settings(max_examples=200, deadline=None, derandomize=True, database=None)
     @given(drops())
     def draw(drop):
         seen.update(name for name, shape in SHAPES.items() if shape(drop))
