@@ -147,8 +147,14 @@ def load_file(zone: LandingZone, drop: DropFile, run_id: str) -> dict:
 _MAX_MESSAGE = 2000
 
 
+def _message_text(text: str) -> str:
+    """Text for the manifest: NUL and undecodable bytes escaped, at most _MAX_MESSAGE long."""
+    text = visible(text)
+    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + " [... truncated]"
+
+
 def _message(exc: BaseException) -> str:
-    """An exception as the manifest and the alert say it (see _message_text)."""
+    """An exception as the manifest and the alert say it."""
     return _message_text(f"{type(exc).__name__}: {exc}".strip())
 
 
@@ -219,12 +225,6 @@ def _load_version(db, cur, drop: DropFile, local: Path, work: Path, run_id: str,
     return {"status": "loaded", "version": version, "rows": counts.rows,
             "rows_loaded": counts.valid, "rows_rejected": counts.rejected,
             "drift": counts.drift}
-
-
-def _message_text(text: str) -> str:
-    """Text for the manifest: NUL and undecodable bytes escaped, at most _MAX_MESSAGE long."""
-    text = visible(text)
-    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + " [... truncated]"
 
 
 _MANIFEST_COLUMNS = ("file_key", "version", "entity", "size_bytes", "checksum", "status",
