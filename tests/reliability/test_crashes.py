@@ -23,13 +23,12 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import ROOT, query
-from support import END, SIM, expected_rows, loaded_rows
+from support import END, expected_rows, loaded_rows
 
 from mage_project import config
 from mage_project.entities import USER_ACTIVITY as ENTITY
 from mage_project.landing import LandingZone
 from mage_project.pipelines import quality_gates
-from mage_project.sources.activity_simulator import ActivitySimulator
 from mage_project.sources.file_drops import render_csv
 from mage_project.warehouse import RunLockError
 
@@ -40,9 +39,12 @@ from .conftest import (
     Query,
     Run,
     ServerBytes,
+    assert_elt_complete,
     expected_marts,
     finished,
+    lease_holder,
     published_marts,
+    raw_versions,
     read_csv,
 )
 
@@ -72,13 +74,8 @@ WINDOW = ("run", "user_activity_ingest", "--start", "2026-11-01", "--end", "2026
 
 
 @pytest.fixture
-def api(monkeypatch):
-    with ActivitySimulator(token="t0ken", **SIM) as sim:
-        monkeypatch.setenv("ACTIVITY_API_URL", sim.url)
-        monkeypatch.setenv("ACTIVITY_API_TOKEN", "t0ken")
-        monkeypatch.setenv("ACTIVITY_API_PAGE_SIZE", "250")
-        monkeypatch.setenv("LANDING_CHUNK_ROWS", "1000")
-        yield sim
+def api(activity_api):
+    return activity_api
 
 
 def _kill_mid_fetch(warehouse, api, pg_proxy, tcp_proxy, monkeypatch):
@@ -154,38 +151,6 @@ AUDIT_TABLE = r'create\s+table\s+"[^"]+"\."marts__audit"\.'  # dbt building a ma
 @pytest.fixture
 def drops(warehouse):
     return Drops(LandingZone(config.landing_url()))
-
-
-def raw_versions(conn) -> dict[tuple[str, str], tuple[int, int]]:
-    """{(file key, checksum): (rows, distinct row numbers)} over the three raw tables."""
-    out = {}
-    for table in ("billing__payments", "crm__customers", "marketing__ad_spend"):
-        for key, checksum, rows, numbers in query(
-                conn, f"select _file_key, _file_checksum, count(*), count(distinct _row_number)"  # noqa: S608
-                      f" from raw.{table} group by 1, 2"):
-            out[(key, checksum)] = (rows, numbers)
-    return out
-
-
-def assert_elt_complete(conn, drops: Drops) -> None:
-    """Every version of every dropped file loaded exactly once and passed the gate, the marts
-    published and equal to the oracle's, the lease free, no audit schema left."""
-    expected = drops.rows_by_version()
-    assert raw_versions(conn) == {version: (rows, rows) for version, rows in expected.items()}
-    versions: dict[str, list[str]] = {}
-    for key, checksum in expected:
-        versions.setdefault(key, []).append(checksum)
-    assert query(conn, "select file_key, version, checksum, status, quality_status"
-                       " from ops.file_manifest order by 1, 2") == sorted(
-        (key, n, checksum, "loaded", "passed")
-        for key, checksums in versions.items() for n, checksum in enumerate(checksums, 1))
-    assert published_marts(conn) == expected_marts(drops.versions)
-    assert query(conn, "select run_id from ops.build_leases") == [(None,)]
-    assert query(conn, "select nspname from pg_namespace where nspname like 'marts%%'") == [("marts",)]
-
-
-def lease_holder(conn):
-    return query(conn, "select run_id from ops.build_leases")[0][0]
 
 
 def loaded_files(conn) -> int:
