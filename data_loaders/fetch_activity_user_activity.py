@@ -19,7 +19,7 @@ def fetch_activity_user_activity(*args, **kwargs):
         run_id=runs.run_id_for(kwargs),
         window_start=kwargs.get('window_start'),
         window_end=kwargs.get('window_end'),
-        execution_date=kwargs.get('execution_date'),
+        execution_date=runs.execution_date_for(kwargs),
         sample_rows=kwargs.get('sample_rows'),
     )
 

@@ -1,8 +1,10 @@
 """Load every new landing file version into its raw table, exactly once.
 
 Valid rows go append-only into raw.<source>__<entity> with their file's lineage, bad rows
-into raw.load_rejects, each version into ops.file_manifest; an unreadable file is recorded as
-failed and alerted without blocking the others. Returns a summary of the files.
+into raw.load_rejects, each version into ops.file_manifest. A file that cannot be read is
+recorded 'failed' (loaded again once rewritten), one that failed for a local reason (disk, work
+dir, the connection) 'error' (loaded again by the next run); both are alerted and block no
+other file. Returns a summary of the files.
 """
 from mage_project import checks, runs
 from mage_project.pipelines import file_drops

@@ -30,7 +30,7 @@ Drift, from ``entity.drift`` (see ``entities.DriftPolicy``):
   for an optional column and rejects the row for a required one; ``freeze`` fails the file
   naming the column and the row.
 
-What drifted is counted per kind and column (``DropCounts.drift``) and said in ``notes``, for
+What drifted is counted per kind and column (``FileCounts.drift``) and said in ``notes``, for
 example ``unknown_field extra: ignored in 2 rows; wrong_type signup_at: NULL in 1 row``.
 
 The rejects' ``raw_line`` is the record as the file holds it, without its line break, decoded
@@ -48,7 +48,7 @@ import re
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mage_project.entities import Entity
@@ -65,13 +65,6 @@ _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 class UnreadableFile(ValueError):
     """The whole file cannot be read as the entity's CSV; the message says why."""
-
-
-@dataclass
-class DropCounts(FileCounts):
-    """A file's counts, plus what drifted: ``{kind: {column: rows}}``."""
-
-    drift: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 # --- the raw_line form ---------------------------------------------------------------------
@@ -295,7 +288,7 @@ def _drift_notes(drift: dict[tuple[str, str], Counter]) -> str:
 
 
 def normalize_file(entity: Entity, source_path: Path, key: str, file_no: int,
-                   out_dir: Path) -> DropCounts:
+                   out_dir: Path) -> FileCounts:
     """Check a dropped CSV file (by header names, in any column order) row by row.
 
     Writes ``valid-<n>.csv`` (the declared columns in order, plus ``_row_number``) and
@@ -368,10 +361,10 @@ def _header(record: _Record | None) -> list[str]:
 
 
 def _normalize(entity: Entity, src: _Source, key: str, valid_path: Path,
-               rejects_path: Path) -> DropCounts:
+               rejects_path: Path) -> FileCounts:
     policy = entity.drift
     names = entity.column_names
-    counts = DropCounts(key=key)
+    counts = FileCounts(key=key)
     records = _Records(src, MAX_HEADER_BYTES)
     rows = iter(records)
     header = _header(next(rows, None))

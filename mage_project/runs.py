@@ -46,6 +46,21 @@ def run_id_for(mage_kwargs: dict, notebook: str | None = None) -> str:
     return f"{notebook}-{pid}-{hashlib.sha256(process.encode()).hexdigest()[:8]}"
 
 
+def execution_date_for(mage_kwargs: dict):
+    """The block's ``execution_date``, with a naive one given its zone.
+
+    Mage hands a notebook run ``datetime.now()``: naive, the machine's local time. A scheduled
+    run gets its pipeline run's execution date, naive UTC where Mage's database keeps no zone
+    (SQLite). So a naive time is local in the notebook (no pipeline run, no runner's run id)
+    and UTC otherwise; the command-line runner passes an aware RFC 3339 text.
+    """
+    value = mage_kwargs.get("execution_date")
+    notebook = not mage_kwargs.get("run_id") and mage_kwargs.get("pipeline_run_id") is None
+    if notebook and isinstance(value, datetime) and value.tzinfo is None:
+        return value.astimezone(UTC)  # a naive datetime's astimezone reads it as local time
+    return value
+
+
 def read_watermark(cur, entity: Entity) -> datetime | None:
     cur.execute(
         "select watermark from ops.watermarks where pipeline = %s and entity = %s",

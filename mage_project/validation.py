@@ -61,7 +61,11 @@ def _bigint(value: str) -> None:
     digits = value[1:] if value[:1] == "-" else value
     if not (digits.isascii() and digits.isdigit()):
         raise Rejected(f"is not an integer: {value[:40]!r}")
-    if len(digits) > 18 and not BIGINT_MIN <= int(value) <= BIGINT_MAX:
+    # Past 19 significant digits it is out of range, without int() (which refuses 4300 digits).
+    significant = digits.lstrip("0")
+    if len(significant) > 19 or len(significant) == 19 and not (
+            BIGINT_MIN <= int(value[:1] + significant if value[:1] == "-" else significant)
+            <= BIGINT_MAX):
         raise Rejected("is out of the bigint range")
 
 

@@ -1,5 +1,6 @@
 """Window logic: scheduled windows with lookback and gaps, explicit windows, the watermark."""
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -64,3 +65,21 @@ def test_days_cut_at_utc_midnight():
 def test_next_watermark(current, window, expected):
     assert next_watermark(current, window) == expected
 
+
+
+def test_a_naive_execution_date_is_local_time_in_the_notebook_and_utc_in_a_pipeline_run(monkeypatch):
+    from mage_project.runs import execution_date_for
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        naive = datetime(2026, 11, 1, 22, 30)  # 22:30 in New York (EST after the DST end) is 03:30 UTC
+        assert execution_date_for({"execution_date": naive}) == datetime(2026, 11, 2, 3, 30, tzinfo=UTC)
+        assert execution_date_for({"execution_date": naive, "pipeline_run_id": 7}) == naive
+        assert execution_date_for({"execution_date": naive, "run_id": "r"}) == naive
+        aware = datetime(2026, 11, 1, 22, 30, tzinfo=UTC)
+        assert execution_date_for({"execution_date": aware}) == aware
+        assert execution_date_for({}) is None
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
