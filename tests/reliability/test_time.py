@@ -285,12 +285,10 @@ print("WINDOW", manifest["window_start"], manifest["window_end"])
 
 
 @pytest.mark.reliability
-@pytest.mark.xfail(strict=True, reason=(
-    "Mage gives a notebook run execution_date = datetime.now(), naive local time, which "
-    "windows.as_utc takes as UTC: off the machine's UTC offset, the notebook's window is not the "
-    "day before today (UTC)"))
 def test_a_notebook_run_on_a_machine_off_utc_fetches_the_day_before_today(warehouse, simulator,
                                                                           tmp_path):
+    """Mage gives a notebook run ``execution_date = datetime.now()``, naive local time (a
+    pipeline run's is naive UTC): taken as UTC, a notebook off UTC would fetch the wrong day."""
     simulator()
     # A zone whose date differs from UTC's now (and for the next hour): 12 hours behind before
     # 11:00 UTC, 14 hours ahead after.
