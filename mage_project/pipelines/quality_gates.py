@@ -150,6 +150,15 @@ def plan_build(run_id: str, select: str | None = None) -> dict:
         else:
             _take_lease(db, conn, run_id)
             failpoint("plan_after_lease")
+            # A run that waited for the lease may find the marts built from these very inputs
+            # by the run that held it: nothing left to build.
+            with db.transaction(conn) as cur:
+                inputs = inputs_fingerprint(cur)
+                up_to_date = not select and _last_published(cur) == inputs
+            if up_to_date:
+                log.info("%s: the run that held the lease published the marts from these "
+                         "inputs; not rebuilding them", PIPELINE)
+                _give_up_lease(db, conn, run_id)
     transform.prune_run_targets()
     target = transform.run_target_path(run_id)
     shutil.rmtree(target, ignore_errors=True)  # an earlier attempt's artifacts

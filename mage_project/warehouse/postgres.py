@@ -292,7 +292,7 @@ def upsert_run(cur, row: dict) -> None:
     cur.execute(
         sql.SQL(
             "insert into ops.pipeline_runs as r ({columns}, finished_at)"
-            " values ({values}, now())"
+            " values ({values}, clock_timestamp())"
             " on conflict (run_id) do update set {kept},"
             " error = excluded.error, finished_at = excluded.finished_at"
         ).format(
