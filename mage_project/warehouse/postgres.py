@@ -43,9 +43,26 @@ def connection(settings: config.PostgresSettings | None = None):
 
 @contextmanager
 def transaction(conn) -> Iterator:
-    """A cursor inside one transaction: committed on success, rolled back on error."""
-    with conn, conn.cursor() as cur:
+    """A cursor inside one transaction: committed on success, rolled back on error.
+
+    Not psycopg2's ``with conn``: when the connection itself is lost (the server gone, the
+    network cut mid-COPY), its rollback raises "connection already closed" in place of the
+    error that says what happened. Here the original error is the one raised.
+    """
+    cur = conn.cursor()
+    try:
         yield cur
+        conn.commit()
+    except BaseException:
+        if not conn.closed:
+            try:
+                conn.rollback()
+            except psycopg2.Error as exc:  # lost meanwhile: the error being raised says why
+                log.debug("rollback after a failed transaction failed too: %s", exc)
+        raise
+    finally:
+        if not cur.closed and not conn.closed:
+            cur.close()
 
 
 def lock_key(name: str) -> int:
