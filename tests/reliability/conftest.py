@@ -523,30 +523,21 @@ class SmallDisk:
             raise PermissionError(result.stderr.strip() or "mount failed")
 
     def fill(self) -> None:
-        """Take every free byte (a file of zeros written until ENOSPC), as another process
-        filling the disk would."""
-        with open(self.path / ".filler", "wb") as handle:
-            block = bytes(1 << 16)
-            try:
-                while True:
-                    handle.write(block)
-                    handle.flush()
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-        remainder = self.path / ".filler-tail"  # the last bytes smaller than a block
-        with open(remainder, "wb") as handle:
-            try:
-                while True:
-                    handle.write(b"\0" * 512)
-                    handle.flush()
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
+        """Take every free byte (zeros written until not even one more fits), as another
+        process filling the disk would."""
+        with open(self.path / ".filler", "wb", buffering=0) as handle:
+            size = 1 << 16
+            while size:
+                try:
+                    handle.write(bytes(size))
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC, exc
+                    size //= 2
         assert shutil.disk_usage(self.path).free == 0
 
     def free(self) -> None:
         """The operator frees the space the filler took."""
         (self.path / ".filler").unlink()
-        (self.path / ".filler-tail").unlink()
 
     def files(self) -> list[str]:
         """Every file on it but the filler, relative to its root, sorted."""
