@@ -16,7 +16,7 @@ include .env
 export
 endif
 
-.PHONY: setup git-filter demo test editor bench lock lint clean
+.PHONY: setup git-filter demo test test-reliability editor bench lock lint clean
 
 setup: $(STAMP) $(STANDINS)/.installed $(CHROMIUM) git-filter
 
@@ -48,8 +48,15 @@ git-filter:
 demo: setup
 	$(BIN)/python -m mage_project demo
 
+# Everything but the long fault matrix (tests marked reliability), which test-reliability runs.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not reliability"
+
+# The fault matrix: SIGKILL at every point of both pipelines, the warehouse stopped or cut off
+# mid-load, full disks, ... (tests marked reliability), in two processes. It mounts a tmpfs, so
+# it needs root; its disk tests are skipped elsewhere, saying so.
+test-reliability: setup
+	$(BIN)/python -m pytest -m reliability -n 2
 
 editor: setup
 	$(BIN)/python -m mage_project editor
