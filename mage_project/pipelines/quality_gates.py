@@ -32,6 +32,7 @@ import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TextIO
 
 from mage_project import config, quality, transform, warehouse
 from mage_project.entities import FILE_ENTITIES
@@ -312,8 +313,8 @@ def _take_lease(db, conn, run_id: str) -> None:
         raise
 
 
-# The lease files this process holds locked, by run id (see _bind_lease).
-_BOUND: dict[str, object] = {}
+# The lease files this process holds locked (see _bind_lease).
+_BOUND: dict[Path, TextIO] = {}
 
 
 def _lease_file(run_id: str) -> Path:
@@ -334,23 +335,29 @@ def _bind_lease(run_id: str) -> None:
     processes after it ends: that lease ends when its run publishes or fails, or at
     ``expires_at`` (MARTS_BUILD_LEASE_SECONDS). So does the lease of a run on another machine,
     whose lock this machine cannot see."""
-    if multiprocessing.parent_process() is not None or run_id in _BOUND:
-        return
     path = _lease_file(run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a")  # noqa: SIM115 - held open for as long as the process holds the lease
+    if multiprocessing.parent_process() is not None or path in _BOUND:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")  # noqa: SIM115 - held open for as long as the process holds the lease
+    except OSError as exc:  # the build may still run; only a kill would leave the lease to expire
+        log.warning("%s: the build lease of run %s is not bound to this process (%s): if the "
+                    "process is killed, the lease lasts until it expires", PIPELINE, run_id, exc)
+        return
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()  # a live process runs this run id too: it holds the lock
         return
-    _BOUND[run_id] = handle
+    _BOUND[path] = handle
 
 
 def _unbind_lease(run_id: str) -> None:
-    handle = _BOUND.pop(run_id, None)
+    path = _lease_file(run_id)
+    handle = _BOUND.pop(path, None)
     if handle is not None:
-        _lease_file(run_id).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         handle.close()
 
 
@@ -359,7 +366,7 @@ def _lease_holder_gone(run_id: str) -> bool:
     no process holds it locked. False when the lease was never bound on this machine."""
     try:
         handle = open(_lease_file(run_id))  # noqa: SIM115 - closed below, releasing the probe
-    except FileNotFoundError:
+    except OSError:  # not there (never bound here), or not ours to read: cannot tell
         return False
     with handle:
         try:
