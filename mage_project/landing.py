@@ -187,10 +187,14 @@ class FileLandingZone(LandingZone):
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.tmp")
-        shutil.move(local, tmp)  # a rename when the temporary folder is on the same disk
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
+        try:
+            shutil.move(local, tmp)  # a rename when the temporary folder is on the same disk
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a disk that filled mid-copy keeps no half of a file
+            raise
 
 
 class S3LandingZone(LandingZone):

@@ -27,16 +27,7 @@ class HalfWritten(AssertionError):
     """A failed run left a file it wrote half on the disk."""
 
 
-# A defect outside these tests' files, for mage_project/landing.py to fix: FileLandingZone._publish
-# moves the finished part from the temporary directory to `.<name>.tmp` beside its key (a copy,
-# across filesystems) and renames it; when the copy fails, the half-copied `.tmp` stays in the
-# landing zone for good (hidden from listings, holding space on a disk already full). Strict:
-# once it is fixed this passes, which fails it, so the mark goes.
-LEFT_BEHIND = pytest.mark.xfail(strict=True, raises=HalfWritten,
-                                reason="landing.FileLandingZone._publish leaves a half-copied .tmp")
-
-
-@pytest.mark.parametrize("setting", [pytest.param("LANDING_URL", marks=LEFT_BEHIND), "WORK_DIR"])
+@pytest.mark.parametrize("setting", ["LANDING_URL", "WORK_DIR"])
 def test_a_full_disk_fails_the_ingest_cleanly_then_next_run_loads_the_window(
         setting, warehouse, activity_api, small_disk, monkeypatch):
     disk = small_disk(4096)
