@@ -28,21 +28,7 @@ from .conftest import (
 
 pytestmark = pytest.mark.reliability
 
-# A defect outside these tests' files, for mage_project/warehouse/postgres.py to fix: when the
-# connection is lost inside ``transaction()`` (mid-COPY, or the server gone), ``with conn``
-# rolls back a closed connection, and its InterfaceError('connection already closed') replaces
-# the OperationalError that says the server closed the connection. The recovery holds; only the
-# message is wrong: the mark expects WrongMessage alone (any other failure fails the test), and
-# is strict (once it is fixed these pass, which fails them, so the marks go).
-class WrongMessage(AssertionError):
-    pass
-
-
-MASKED = pytest.mark.xfail(strict=True, raises=WrongMessage,
-                           reason="postgres.transaction() masks the lost connection's "
-                           "OperationalError with InterfaceError: connection already closed")
-FAULTS = [pytest.param("server_stopped", marks=MASKED), pytest.param("cut_mid_copy", marks=MASKED),
-          "cut_before_commit", "cut_after_commit"]
+FAULTS = ["server_stopped", "cut_mid_copy", "cut_before_commit", "cut_after_commit"]
 
 WINDOW = ("run", "user_activity_ingest", "--start", "2026-11-01", "--end", "2026-11-03")
 ELT = ("run", "warehouse_elt")
@@ -78,9 +64,8 @@ def faulty_run(*args: str, proxy, fault: str, mid_copy: int, server=None) -> Run
 
 
 def said(message: str, output: str) -> None:
-    if message not in output:
-        lines = [line for line in output.splitlines() if "faulty failed" in line or ": error: " in line]
-        raise WrongMessage(f"{message!r} not said; the run said: {lines[-3:]}")
+    lines = [line for line in output.splitlines() if "faulty failed" in line or ": error: " in line]
+    assert message in output, f"{message!r} not said; the run said: {lines[-3:]}"
 
 
 # --- user_activity_ingest ---------------------------------------------------------------------
