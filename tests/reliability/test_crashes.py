@@ -7,7 +7,8 @@ run dies at a failpoint (``MAGE_PROJECT_FAILPOINT``: it SIGKILLs itself there), 
 SIGKILLs its whole group while a proxy holds the run's connection at a moment of the traffic
 (mid-page from the API, mid-COPY, at the marts' swap, after the server committed but before the
 run heard). The re-runs have RUN_LOCK_TIMEOUT_SECONDS=0: anything the killed run still held
-would fail them at once instead of making them wait.
+would fail them at once instead of making them wait. These are marked ``reliability`` (``make
+test-reliability``); the lease's own tests at the end take seconds and run with ``make test``.
 
 user_activity_ingest's own failpoints (after_landing_part, after_validate, after_staging_copy,
 before_commit, after_commit) are killed the same way in
@@ -79,7 +80,7 @@ def api(activity_api):
 
 
 def _kill_mid_fetch(warehouse, api, pg_proxy, tcp_proxy, monkeypatch):
-    """Mid-page: 100 kB into the API's answers (the third of the first day's pages)."""
+    """Mid-page: 100 kB into the API's answers, before the first day is all fetched."""
     url = urlsplit(api.url)
     proxy = tcp_proxy(url.hostname, url.port)
     monkeypatch.setenv("ACTIVITY_API_URL", api.url.replace(f":{url.port}", f":{proxy.port}"))
