@@ -130,6 +130,14 @@ def _last_published(cur) -> str | None:
     return row[0] if row else None
 
 
+def _inputs_published(db, conn, select: str | None) -> tuple[str, bool]:
+    """(the inputs' fingerprint, whether the marts were last published from those inputs and no
+    ``select`` asks for a build anyway)."""
+    with db.transaction(conn) as cur:
+        inputs = inputs_fingerprint(cur)
+        return inputs, not select and _last_published(cur) == inputs
+
+
 def plan_build(run_id: str, select: str | None = None) -> dict:
     """Whether the marts need building and, if so, the arguments of the dbt build (after the
     ``build`` command), with the marts' build lease taken for ``run_id``.
@@ -142,9 +150,7 @@ def plan_build(run_id: str, select: str | None = None) -> dict:
     with db.connection() as conn:
         db.migrate(conn)
         _require_gate_passed(db, conn)
-        with db.transaction(conn) as cur:
-            inputs = inputs_fingerprint(cur)
-            up_to_date = not select and _last_published(cur) == inputs
+        inputs, up_to_date = _inputs_published(db, conn, select)
         if up_to_date:
             log.info("%s: nothing the marts are built from changed since their last publish; "
                      "not rebuilding them", PIPELINE)
@@ -153,9 +159,7 @@ def plan_build(run_id: str, select: str | None = None) -> dict:
             failpoint("plan_after_lease")
             # A run that waited for the lease may find the marts built from these very inputs
             # by the run that held it: nothing left to build.
-            with db.transaction(conn) as cur:
-                inputs = inputs_fingerprint(cur)
-                up_to_date = not select and _last_published(cur) == inputs
+            inputs, up_to_date = _inputs_published(db, conn, select)
             if up_to_date:
                 log.info("%s: the run that held the lease published the marts from these "
                          "inputs; not rebuilding them", PIPELINE)
