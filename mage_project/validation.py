@@ -163,18 +163,16 @@ PARSERS: dict[str, Callable[[str], object]] = {
 RECORD_COLUMN = "_record"
 
 
-def landing_value(value) -> str | None:
-    """How a source value is written to a landing CSV cell (a declared column's copy)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 def record_text(record) -> str:
     """The record's JSON text as the landing copy keeps it: compact, keys in the order sent."""
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def landing_value(value) -> str | None:
+    """How a source value is written to a landing CSV cell (a declared column's copy)."""
+    if value is None or isinstance(value, str):
+        return value
+    return record_text(value)
 
 
 def landing_header(entity: Entity) -> list[str]:
