@@ -162,17 +162,20 @@ PARSERS: dict[str, Callable[[str], object]] = {
 
 RECORD_COLUMN = "_record"
 
+# One encoder, built once (json.dumps builds one per call when given options).
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
 
 def record_text(record) -> str:
     """The record's JSON text as the landing copy keeps it: compact, keys in the order sent."""
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODE(record)
 
 
 def landing_value(value) -> str | None:
     """How a source value is written to a landing CSV cell (a declared column's copy)."""
     if value is None or isinstance(value, str):
         return value
-    return record_text(value)
+    return _ENCODE(value)
 
 
 def landing_header(entity: Entity) -> list[str]:
@@ -187,9 +190,8 @@ def landing_row(entity: Entity, record) -> list[str | None]:
     its ``_record``.
     """
     if not isinstance(record, dict):
-        return [None] * len(entity.columns) + [record_text(record)]
-    return [*(landing_value(record.get(name)) for name in entity.column_names),
-            record_text(record)]
+        return [None] * len(entity.columns) + [_ENCODE(record)]
+    return [*(landing_value(record.get(name)) for name in entity.column_names), _ENCODE(record)]
 
 
 # The JSON types a declared kind accepts: nothing is coerced (a string is not an integer, an
@@ -203,25 +205,37 @@ _JSON_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", 
                list: "array", type(None): "null"}
 # numeric columns are number(38,10) on Snowflake: larger amounts would fail its COPY.
 NUMERIC_LIMIT = 10**28
+_INT64 = float(2**63)  # exactly
 
 
 def json_type(value) -> str:
     return _JSON_NAMES.get(type(value), type(value).__name__)
 
 
-# A run of 19 digits may be an integer past 64 bits, which orjson reads as a float (changing it).
-_LONG_DIGITS = re.compile(r"[0-9]{19}")
+def _past_int64(value) -> bool:
+    """Whether a parsed value holds a float of 2**63 or more: orjson reads an integer past 64
+    bits as such a float (changing it), so the record is read again with Python's parser."""
+    for item in value.values() if type(value) is dict else value:
+        kind = type(item)
+        if kind is float:
+            if not -_INT64 < item < _INT64:
+                return True
+        elif (kind is dict or kind is list) and _past_int64(item):
+            return True
+    return False
 
 
-def _parse_record(text: str):
-    """The record of a ``_record`` cell: orjson's speed where it reads exactly what Python's
-    parser (the API client's) does; Python's for long integers, NaN and Infinity."""
-    if _LONG_DIGITS.search(text):
-        return json.loads(text)
+def _parse_record(text: str) -> tuple[object, bool]:
+    """The record of a ``_record`` cell, and whether orjson read it: orjson's speed where it
+    reads exactly what Python's parser (the API client's) does; Python's for integers past 64
+    bits, NaN, Infinity and lone surrogates (which orjson refuses, and the checks then catch)."""
     try:
-        return orjson.loads(text)
+        record = orjson.loads(text)
     except orjson.JSONDecodeError:
-        return json.loads(text)
+        return json.loads(text), False
+    if _past_int64([record]):
+        return json.loads(text), False
+    return record, True
 
 
 class SchemaFrozen(ValueError):
@@ -233,13 +247,25 @@ def _drifted(counts: FileCounts, kind: str, field_name: str) -> None:
     fields[field_name] = fields.get(field_name, 0) + 1
 
 
+_MISSING = object()
+_TEXT_KINDS = frozenset({"key", "text", "enum"})  # free text: may need quoting by hand in CSV
+
+
 class _RecordCheck:
-    """One entity's record check: the declared fields by type and value, drift by policy."""
+    """One entity's record check: the declared fields by type and value, drift by policy.
+
+    ``cells`` returns the declared columns' cells of a valid record. Values of their declared
+    JSON type take one converter per column (made once, by kind); anything else (a missing,
+    null or wrongly typed value) goes through ``_irregular``, which applies the drift policy.
+    """
 
     def __init__(self, entity: Entity, window: Window, source_key: str, counts: FileCounts):
         self.entity, self.window, self.key, self.counts = entity, window, source_key, counts
-        self.declared = set(entity.column_names)
+        self.declared = frozenset(entity.column_names)
         self.policy = entity.drift
+        self.columns = [(c, _JSON_TYPES[c.kind], self._converter(c)) for c in entity.columns]
+        self.strict = False  # the record was read by Python's parser: check objects in full
+        self.hand_quoted = False  # a cell of the last record needs csv_field's quoting
 
     def _drift(self, kind: str, field_name: str, row_no: int, detail: str) -> str:
         """Count the drift; raise under ``freeze``; return the mode to apply."""
@@ -252,60 +278,103 @@ class _RecordCheck:
             )
         return mode
 
-    def cells(self, record, row_no: int) -> list[str | None]:
+    def cells(self, record, row_no: int, orjson_read: bool = True) -> list[str | None]:
         """The declared columns' cells of a valid record; raises Rejected with the reason."""
         if type(record) is not dict:
             raise Rejected(f"the record is a JSON {json_type(record)}, not an object")
-        for name in record:
-            if name not in self.declared and self._drift(
-                "unknown_field", name, row_no, f"undeclared field {name!r}"
-            ) == "discard_row":
-                raise Rejected(f"has the undeclared field {name!r}")
-        return [self._cell(column, record, row_no) for column in self.entity.columns]
+        if not self.declared.issuperset(record):
+            for name in record:
+                if name not in self.declared and self._drift(
+                    "unknown_field", name, row_no, f"undeclared field {name!r}"
+                ) == "discard_row":
+                    raise Rejected(f"has the undeclared field {name!r}")
+        self.strict, self.hand_quoted = not orjson_read, False
+        out = []
+        for column, types, convert in self.columns:
+            value = record.get(column.name, _MISSING)
+            if value is None or value is _MISSING or type(value) not in types:
+                out.append(self._irregular(column, value, row_no))
+            else:
+                out.append(convert(value))
+        return out
 
-    def _cell(self, column, record: dict, row_no: int) -> str | None:
+    def _irregular(self, column, value, row_no: int) -> None:
+        """A declared field that is missing, null or of another JSON type: None or Rejected."""
         name = column.name
-        if name not in record:
+        if value is _MISSING:
             if column.required:
                 raise Rejected(f"{name} is missing")
             if self._drift("missing_field", name, row_no, f"field {name!r} is missing") \
                     == "discard_row":
                 raise Rejected(f"{name} is missing")
             return None
-        value = record[name]
         if value is None:
             if column.required:
                 raise Rejected(f"{name} is null")
             return None
-        if type(value) not in _JSON_TYPES[column.kind]:
-            expected = " or ".join(_JSON_NAMES[t] for t in _JSON_TYPES[column.kind])
-            detail = f"{name} is a JSON {json_type(value)}, not {expected}: {record_text(value)[:40]}"
-            if self._drift("wrong_type", name, row_no, detail) == "discard_value" \
-                    and not column.required:
-                return None
-            raise Rejected(detail)
-        if type(value) is float and not (math.isfinite(value) and abs(value) < NUMERIC_LIMIT) \
-                or type(value) is int and column.kind == "numeric" and abs(value) >= NUMERIC_LIMIT:
-            raise Rejected(f"{name} is not a finite number below 1e28: {record_text(value)[:40]}")
-        text = landing_value(value)
-        if text == "":
-            # One spelling of "no value" in the raw tables, as in the file drops (whose CSV
-            # cannot tell "" from null); the landing copy keeps the "" as sent.
-            if column.required:
-                raise Rejected(f"{name} is empty")
+        expected = " or ".join(_JSON_NAMES[t] for t in _JSON_TYPES[column.kind])
+        detail = f"{name} is a JSON {json_type(value)}, not {expected}: {_ENCODE(value)[:40]}"
+        if self._drift("wrong_type", name, row_no, detail) == "discard_value" \
+                and not column.required:
             return None
-        if column.allowed and text not in column.allowed:
-            raise Rejected(f"{name} is not one of {list(column.allowed)}: {text[:40]!r}")
-        try:
-            parsed = PARSERS[column.kind](text)
-        except Rejected as exc:
-            raise Rejected(f"{name} {exc}") from None
-        if name == self.entity.cursor_field and not self.window.start <= parsed < self.window.end:
-            raise Rejected(
-                f"{name} {text} is outside the requested window "
-                f"[{self.window.start.isoformat()}, {self.window.end.isoformat()})"
-            )
-        return text
+        raise Rejected(detail)
+
+    def _converter(self, column) -> Callable[[object], str | None]:
+        """The cell of a value of the column's JSON type; raises Rejected with the reason."""
+        name, kind, parse = column.name, column.kind, PARSERS[column.kind]
+        window = self.window if name == self.entity.cursor_field else None
+
+        def checked(text: str) -> str | None:
+            if text == "":
+                # One spelling of "no value" in the raw tables, as in the file drops (whose CSV
+                # cannot tell "" from null); the landing copy keeps the "" as sent.
+                if column.required:
+                    raise Rejected(f"{name} is empty")
+                return None
+            if column.allowed and text not in column.allowed:
+                raise Rejected(f"{name} is not one of {list(column.allowed)}: {text[:40]!r}")
+            try:
+                parsed = parse(text)
+            except Rejected as exc:
+                raise Rejected(f"{name} {exc}") from None
+            if window is not None and not window.start <= parsed < window.end:
+                raise Rejected(
+                    f"{name} {text} is outside the requested window "
+                    f"[{window.start.isoformat()}, {window.end.isoformat()})"
+                )
+            if kind in _TEXT_KINDS and ("\r" in text or text[0].isspace() or text[-1].isspace()):
+                self.hand_quoted = True
+            return text
+
+        if kind == "bigint":
+            def integer(value: int) -> str:
+                if not BIGINT_MIN <= value <= BIGINT_MAX:
+                    raise Rejected(f"{name} is out of the bigint range")
+                return str(value)
+            return integer
+        if kind == "count":
+            return lambda value: checked(str(value))
+        if kind == "json_object":
+            def json_object(value: dict) -> str:
+                text = _ENCODE(value)
+                if self.strict:  # NaN, lone surrogates, numbers beyond a double
+                    try:
+                        _json_object(text)
+                    except Rejected as exc:
+                        raise Rejected(f"{name} {exc}") from None
+                elif "\\u0000" in text and _holds_nul(value):
+                    raise Rejected(f"{name} holds a NUL character")  # jsonb refuses \u0000
+                return text
+            return json_object
+        if kind in ("numeric", "decimal", "positive_decimal"):
+            def number(value: int | float) -> str | None:
+                if type(value) is float and not (math.isfinite(value)
+                                                 and abs(value) < NUMERIC_LIMIT) \
+                        or type(value) is int and kind == "numeric" and abs(value) >= NUMERIC_LIMIT:
+                    raise Rejected(f"{name} is not a finite number below 1e28: {_ENCODE(value)[:40]}")
+                return checked(repr(value))
+            return number
+        return checked  # the text kinds
 
 
 @dataclass
@@ -357,17 +426,25 @@ def validate_file(
             raise ValueError(f"landing file {source_key} has header {found}, expected {header}")
         valid.write(csv_line(entity.column_names))
         rejects.write(csv_line(REJECT_HEADER))
+        # The C writer quotes as csv_field does except for a "\r" or padding in free text
+        # (csv_field quotes those too) and "" (which a cell never is): those rows go by hand.
+        write_valid = csv.writer(valid, lineterminator="\n").writerow
+        row_no = 0
         for row_no, row in enumerate(reader, start=1):
-            counts.rows = row_no
             text = row[-1]
             try:
-                cells = check.cells(_parse_record(text), row_no)
+                record, orjson_read = _parse_record(text)
+                cells = check.cells(record, row_no, orjson_read)
             except Rejected as exc:
                 rejects.write(csv_line([run_id, source_key, str(row_no), str(exc), text]))
                 counts.rejected += 1
                 continue
-            valid.write(csv_line(cells))
+            if check.hand_quoted:
+                valid.write(csv_line(cells))
+            else:
+                write_valid(cells)
             counts.valid += 1
+        counts.rows = row_no
     counts.valid_path = str(valid_path)
     counts.rejects_path = str(rejects_path)
     return counts

@@ -215,3 +215,22 @@ def test_integers_past_64_bits_keep_every_digit(tmp_path):
     counts, valid, _ = _validate(tmp_path, [record])
     assert counts.valid == 1
     assert json.loads(valid[0]["properties"]) == {"order": 2**70, "n": -(2**65)}
+    big = {**GOOD, "event_id": "evt_big", "amount": 2**65}
+    counts, valid, rejects = _validate(tmp_path, [big, -(2**63) - 1])
+    assert valid[0]["amount"] == str(2**65)
+    assert rejects[0]["reason"] == "the record is a JSON integer, not an object"
+
+
+@pytest.mark.parametrize("session_id", [
+    "plain", " padded", "padded ", "a\rb", "a\r\nb", 'say "hi"', "a,b", "\u2028x", "x\xa0",
+    "é", "a\nb",
+])
+def test_the_valid_file_quotes_every_cell_as_the_landing_csv_does(tmp_path, session_id):
+    # Cells of free text with a carriage return or padding are quoted (COPY and every CSV
+    # reader then keep them as they are); the C writer writes the rest the same way.
+    record = {**GOOD, "session_id": session_id}
+    counts, valid, _ = _validate(tmp_path, [record])
+    assert valid[0]["session_id"] == session_id
+    cells = [valid[0][name] or None for name in USER_ACTIVITY.column_names]
+    lines = Path(counts.valid_path).read_bytes().decode("utf-8")
+    assert lines == csv_line(USER_ACTIVITY.column_names) + csv_line(cells)
