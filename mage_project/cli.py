@@ -5,14 +5,7 @@ Runs the pipeline through Mage (the same blocks the scheduler and the editor run
 non-zero with the reason on stderr. Every setting the run will read is checked first, so a
 setting that cannot work stops it before anything is fetched or written.
 
-Exit status of ``run`` (also in ``--help``):
-
-0  the run succeeded.
-1  the run failed: recorded in ops.pipeline_runs, its alert sent, the reason on stderr.
-   (Also when the run's file results cannot be read back from the warehouse after it.)
-2  bad arguments or settings (``error: ...`` on stderr, naming the setting): nothing ran.
-3  the run completed but some input files failed (warehouse_elt): every other file was
-   loaded; each failed one was alerted and is listed on stderr (see ops.file_manifest).
+Exit status of ``run``: ``EXIT_CODES`` below (shown by ``--help``).
 """
 
 from __future__ import annotations
@@ -33,10 +26,12 @@ PIPELINES = ("user_activity_ingest", "warehouse_elt")
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_BAD_SETTINGS, EXIT_FILES_FAILED = 0, 1, 2, 3
 EXIT_CODES = f"""exit status:
   {EXIT_SUCCEEDED}  the run succeeded
-  {EXIT_FAILED}  the run failed (recorded in ops.pipeline_runs, alert sent)
-  {EXIT_BAD_SETTINGS}  bad arguments or settings: nothing ran
-  {EXIT_FILES_FAILED}  the run completed but some input files failed (warehouse_elt: every
-     other file was loaded; the failed ones are alerted and listed on stderr)
+  {EXIT_FAILED}  the run failed: recorded in ops.pipeline_runs, its alert sent, the reason on
+     stderr (also when the run's file results cannot be read back from the warehouse)
+  {EXIT_BAD_SETTINGS}  bad arguments or settings ("error: ..." on stderr, naming the setting):
+     nothing ran
+  {EXIT_FILES_FAILED}  the run completed but some input files failed (warehouse_elt): every
+     other file was loaded; each failed one is alerted and listed on stderr (ops.file_manifest)
 """
 
 
