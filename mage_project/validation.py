@@ -263,7 +263,8 @@ class _RecordCheck:
         self.entity, self.window, self.key, self.counts = entity, window, source_key, counts
         self.declared = frozenset(entity.column_names)
         self.policy = entity.drift
-        self.columns = [(c, _JSON_TYPES[c.kind], self._converter(c)) for c in entity.columns]
+        self.columns = [(c.name, _JSON_TYPES[c.kind], self._converter(c), c)
+                        for c in entity.columns]
         self.strict = False  # the record was read by Python's parser: check objects in full
         self.hand_quoted = False  # a cell of the last record needs csv_field's quoting
 
@@ -290,12 +291,10 @@ class _RecordCheck:
                     raise Rejected(f"has the undeclared field {name!r}")
         self.strict, self.hand_quoted = not orjson_read, False
         out = []
-        for column, types, convert in self.columns:
-            value = record.get(column.name, _MISSING)
-            if value is None or value is _MISSING or type(value) not in types:
-                out.append(self._irregular(column, value, row_no))
-            else:
-                out.append(convert(value))
+        for name, types, convert, column in self.columns:
+            value = record.get(name, _MISSING)  # None and _MISSING are of no declared type
+            out.append(convert(value) if type(value) in types
+                       else self._irregular(column, value, row_no))
         return out
 
     def _irregular(self, column, value, row_no: int) -> None:
