@@ -70,8 +70,11 @@ lock:
 	$(UV) pip compile --quiet --python-version 3.11 requirements-dev.in -o requirements-dev.txt
 	$(UV) pip compile --quiet --python-version 3.11 requirements-standins.in -o requirements-standins.txt
 
+# Python with ruff, the dbt project's SQL with sqlfluff (dbt/warehouse/.sqlfluff). make test runs
+# these same commands (tests/unit/test_lint.py reads them from here).
 lint: setup
 	$(BIN)/ruff check mage_project tests benchmarks data_loaders transformers data_exporters callbacks sensors
+	$(BIN)/sqlfluff lint dbt/warehouse/models dbt/warehouse/macros
 
 clean:
 	-$(BIN)/python -c "from mage_project.warehouse import embedded; from mage_project import config; embedded.stop(config.data_dir() / 'postgres')"

@@ -46,7 +46,8 @@
     {% call statement('publish_schema', auto_begin=True) %}
         create schema if not exists {{ adapter.quote(schema) }};
         {% for row in built %}
-            {% set current = adapter.get_relation(database=target.database, schema=schema, identifier=row['name']) %}
+            {% set current = adapter.get_relation(
+                database=target.database, schema=schema, identifier=row['name']) %}
             {% if current is not none %}
                 drop {{ relation_kind(current.type) }} {{ current }} cascade;
             {% endif %}
@@ -79,10 +80,13 @@
         ~ " where table_schema = '" ~ (audit | upper) ~ "' order by table_name") %}
     {% for row in built.rows %}
         {% if row[1] != 'BASE TABLE' %}
-            {{ exceptions.raise_compiler_error("cannot publish " ~ audit ~ "." ~ row[0] ~ " (" ~ row[1] ~ "): only tables are published") }}
+            {{ exceptions.raise_compiler_error(
+                "cannot publish " ~ audit ~ "." ~ row[0] ~ " (" ~ row[1] ~ "): only tables are published") }}
         {% endif %}
-        {% set source = api.Relation.create(database=target.database, schema=audit, identifier=row[0], type='table') %}
-        {% set destination = api.Relation.create(database=target.database, schema=schema, identifier=row[0], type='table') %}
+        {% set source = api.Relation.create(
+            database=target.database, schema=audit, identifier=row[0], type='table') %}
+        {% set destination = api.Relation.create(
+            database=target.database, schema=schema, identifier=row[0], type='table') %}
         {% do run_query("create or replace table " ~ destination ~ " clone " ~ source) %}
     {% endfor %}
     {% do adapter.drop_schema(api.Relation.create(database=target.database, schema=audit)) %}

@@ -27,7 +27,7 @@ final as (
         cast(coalesce(customer_payments.lifetime_net_revenue, 0) as numeric(18, 2))
             as lifetime_net_revenue
     from customers
-    left join customer_payments on customer_payments.customer_id = customers.customer_id
+    left join customer_payments on customers.customer_id = customer_payments.customer_id
 )
 
 select * from final

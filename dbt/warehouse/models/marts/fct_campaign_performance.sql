@@ -17,7 +17,7 @@ final as (
         coalesce(signups.signups, 0) as signups
     from spend
     full outer join signups
-        on signups.signup_date = spend.spend_date and signups.campaign = spend.campaign
+        on spend.spend_date = signups.signup_date and spend.campaign = signups.campaign
 )
 
 select * from final

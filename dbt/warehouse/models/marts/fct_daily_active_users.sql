@@ -11,8 +11,10 @@ final as (
         count(*) as events,
         count(case when event_type = 'purchase' then 1 end) as purchases,
         -- The same money type on every warehouse (Snowflake has no aggregate FILTER clause).
-        cast(coalesce(sum(case when event_type = 'purchase' then amount end), 0)
-            as numeric(18, 2)) as purchase_amount
+        cast(
+            coalesce(sum(case when event_type = 'purchase' then amount end), 0)
+            as numeric(18, 2)
+        ) as purchase_amount
     from events
     group by 1
 )

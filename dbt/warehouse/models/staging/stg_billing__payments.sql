@@ -19,7 +19,13 @@ ranked as (
 ),
 
 final as (
-    select payment_id, customer_id, amount, status, paid_at, updated_at
+    select
+        payment_id,
+        customer_id,
+        amount,
+        status,
+        paid_at,
+        updated_at
     from ranked
     where version_rank = 1
 )

@@ -20,7 +20,14 @@ ranked as (
 ),
 
 final as (
-    select customer_id, email, full_name, country, signup_at, utm_campaign, updated_at
+    select
+        customer_id,
+        email,
+        full_name,
+        country,
+        signup_at,
+        utm_campaign,
+        updated_at
     from ranked
     where version_rank = 1
 )

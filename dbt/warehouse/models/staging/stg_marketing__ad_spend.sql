@@ -20,7 +20,13 @@ ranked as (
 ),
 
 final as (
-    select spend_date, campaign, channel, spend, impressions, clicks
+    select
+        spend_date,
+        campaign,
+        channel,
+        spend,
+        impressions,
+        clicks
     from ranked
     where version_rank = 1
 )
