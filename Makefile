@@ -74,7 +74,7 @@ lock:
 # these same commands (tests/unit/test_lint.py reads them from here).
 lint: setup
 	$(BIN)/ruff check mage_project tests benchmarks data_loaders transformers data_exporters callbacks sensors
-	$(BIN)/sqlfluff lint dbt/warehouse/models dbt/warehouse/macros
+	$(BIN)/sqlfluff lint dbt/warehouse/models dbt/warehouse/macros dbt/warehouse/tests
 
 clean:
 	-$(BIN)/python -c "from mage_project.warehouse import embedded; from mage_project import config; embedded.stop(config.data_dir() / 'postgres')"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import shutil
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -13,7 +14,7 @@ from decimal import Decimal
 import pytest
 from conftest import query
 
-from mage_project import config
+from mage_project import config, transform
 from mage_project.landing import LandingZone
 from mage_project.pipelines import user_activity
 from mage_project.pipelines.file_drops import load_new_files
@@ -116,3 +117,83 @@ def test_marts_equal_an_independent_computation(warehouse, built):
             day[4] += Decimal(repr(e["amount"]))
     assert {r[0]: r[1:] for r in query(warehouse, "select * from marts.fct_daily_active_users")} == {
         d: (len(u), len(s), n, p, a) for d, (u, s, n, p, a) in active.items()}
+
+
+def corrupt(project, mart: str, *updates: str) -> None:
+    """Make ``mart`` of the dbt project at ``project`` build with ``updates`` applied after it
+    (post-hooks, each an update of ``{{ this }}``), so its tests run on the corrupted rows."""
+    model = project / "models" / "marts" / f"{mart}.sql"
+    hooks = ", ".join(repr(f"update {{{{ this }}}} {u}") for u in updates)
+    model.write_text(f"{{{{ config(post_hook=[{hooks}]) }}}}\n" + model.read_text())
+
+
+def test_a_broken_invariant_fails_the_build_by_the_tests_name(warehouse, built, tmp_path, monkeypatch):
+    """Every invariant test of the marts (models/marts/_marts.yml) fails a real ``dbt build`` when
+    one row breaks its invariant, and only that test: each corruption below breaks one invariant
+    on its own row of the clean build, keeping the others true."""
+    copy = tmp_path / "warehouse"
+    shutil.copytree(transform.DBT_PROJECT, copy, ignore=shutil.ignore_patterns("target", "logs"))
+    monkeypatch.setattr(transform, "DBT_PROJECT", copy)
+
+    # Three of the corruptions need a day with paying customers, the other two any other day.
+    days = query(warehouse, "select date, paying_customers > 0 and net_revenue > 0"
+                            " from marts.fct_daily_revenue order by 1")
+    paying = [d for d, with_payers in days if with_payers][:3]
+    others = [d for d, _ in days if d not in paying]
+    assert len(paying) == 3 and len(others) >= 2, days
+    day = [f"where date = '{d.isoformat()}'" for d in paying + others]
+    corrupt(copy, "fct_daily_revenue",
+            f"set net_revenue = net_revenue + 0.01 {day[0]}",
+            # refunds above gross, net kept at gross - refunds
+            f"set refunds = gross_revenue + 1, net_revenue = -1 {day[1]}",
+            f"set paying_customers = 0 {day[2]}",
+            f"set paying_customers = paying_customers + 1000 {day[3]}",
+            f"set paying_customers = -1, refunds = gross_revenue, net_revenue = 0 {day[4]}")
+
+    campaigns = query(warehouse, "select date, campaign from marts.fct_campaign_performance"
+                                 " where spend > 0 and clicks > 0 order by 1, 2")
+    assert len(campaigns) >= 3, campaigns
+    row = [f"where date = '{d.isoformat()}' and campaign = '{c}'" for d, c in campaigns]
+    corrupt(copy, "fct_campaign_performance",
+            f"set spend = -0.01 {row[0]}",
+            f"set signups = -1 {row[1]}",
+            f"set clicks = impressions + 1 {row[2]}")
+
+    active = [d for (d,) in query(warehouse, "select date from marts.fct_daily_active_users"
+                                             " where purchases > 0 order by 1")]
+    assert len(active) >= 2, active
+    corrupt(copy, "fct_daily_active_users",
+            f"set events = active_users - 1 where date = '{active[0].isoformat()}'",
+            f"set purchases = 0 where date = '{active[1].isoformat()}'")
+
+    customers = [c for (c,) in query(warehouse, "select customer_id from marts.dim_customers"
+                                                " where lifetime_net_revenue > 0 order by 1 limit 2")]
+    assert len(customers) == 2, customers
+    corrupt(copy, "dim_customers",
+            f"set lifetime_net_revenue = -1 where customer_id = {customers[0]}",
+            f"set first_paid_at = null where customer_id = {customers[1]}")
+
+    target = tmp_path / "target"
+    with pytest.raises(RuntimeError, match="dbt build failed"):
+        run_dbt("build", target_path=target)
+    tests = transform.summary(target)["test_results"]
+    broken = {t["name"]: (t["status"], t["failures"], t["table"]) for t in tests if t["status"] != "pass"}
+    assert broken == {
+        "fct_daily_revenue_net_is_gross_minus_refunds": ("fail", 1, "marts.fct_daily_revenue"),
+        "fct_daily_revenue_refunds_within_gross": ("fail", 1, "marts.fct_daily_revenue"),
+        "fct_daily_revenue_paying_customers_at_most_the_days_customers": (
+            "fail", 1, "marts.fct_daily_revenue"),
+        "fct_daily_revenue_paying_customers_is_not_negative": ("fail", 1, "marts.fct_daily_revenue"),
+        "fct_daily_revenue_net_revenue_only_with_paying_customers": (
+            "fail", 1, "marts.fct_daily_revenue"),
+        "fct_campaign_performance_spend_is_not_negative": ("fail", 1, "marts.fct_campaign_performance"),
+        "fct_campaign_performance_counts_are_not_negative": ("fail", 1, "marts.fct_campaign_performance"),
+        # severity warn, as the raw gate's check of the same rule: recorded, never blocking
+        "fct_campaign_performance_clicks_at_most_impressions": ("warn", 1, "marts.fct_campaign_performance"),
+        "fct_daily_active_users_counts_within_events": ("fail", 1, "marts.fct_daily_active_users"),
+        "fct_daily_active_users_purchase_amount_only_with_purchases": (
+            "fail", 1, "marts.fct_daily_active_users"),
+        "dim_customers_lifetime_net_revenue_is_not_negative": ("fail", 1, "marts.dim_customers"),
+        "dim_customers_net_revenue_only_with_a_payment": ("fail", 1, "marts.dim_customers"),
+    }
+    assert len(tests) == 32  # every other test ran, and passed

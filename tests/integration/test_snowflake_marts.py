@@ -76,6 +76,7 @@ def test_the_same_input_gives_the_same_marts_on_both(warehouse, snowflake_wareho
               " order by 1, 2, 3")
     on_pg = query(warehouse, checks)
     assert len(on_pg) > 30 and all(passed for *_, passed in on_pg)
+    assert sum(kind == "dbt_test" for kind, *_ in on_pg) == 32  # the marts' 12 invariant tests among them
     assert snowflake_warehouse.cursor().execute(checks).fetchall() == on_pg
     assert snowflake_warehouse.cursor().execute(
         "select count(*) from information_schema.schemata where schema_name = 'MARTS__AUDIT'"

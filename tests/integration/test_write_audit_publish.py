@@ -89,7 +89,7 @@ def test_a_build_whose_test_fails_keeps_the_previous_marts(warehouse, project_wi
          "message": "Got 1 result, configured to fail if != 0"},
         [{"date": "2026-11-04", "net_revenue": str(new_days[0][3])}],
     )]
-    assert len(results) == first["tests"] == 21
+    assert len(results) == first["tests"] == 33  # 32 of the project (12 of them invariants), and this one
 
 
 def test_a_passing_build_replaces_the_marts_and_keeps_the_schema_grants(warehouse):
@@ -111,7 +111,7 @@ def test_a_passing_build_replaces_the_marts_and_keeps_the_schema_grants(warehous
         assert schemas(warehouse) == {"marts"}
         assert query(warehouse, "select has_schema_privilege(%s, 'marts', 'usage')", (reader,)) == [(True,)]
         assert query(warehouse, "select count(*), bool_and(passed) from ops.quality_results"
-                                " where run_id = 'run-2' and check_kind = 'dbt_test'") == [(20, True)]
+                                " where run_id = 'run-2' and check_kind = 'dbt_test'") == [(32, True)]
     finally:
         with warehouse.cursor() as cur:
             cur.execute(sql.SQL("drop owned by {0}; drop role {0}").format(sql.Identifier(reader)))
