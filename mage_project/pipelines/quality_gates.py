@@ -13,7 +13,8 @@
    ``publish_build`` stores every dbt test result and only then swaps the marts in. When the
    dbt block fails, ``store_failed_build`` (its failure callback) stores the test results and
    gives up the lease; a run killed while it holds the lease (no callback runs) leaves it to the
-   next run on the machine, which takes it over at once (``_bind_lease``). Nothing is published
+   next run on the machine, which takes it over at once (``_bind_lease``; for a run of Mage's
+   scheduler, once its process group is gone: ``_scheduler_group``). Nothing is published
    while a loaded version has not passed gate 1.
    ``build_and_publish`` runs the same three steps in one call, dbt as a subprocess.
 
@@ -27,8 +28,10 @@ import fcntl
 import hashlib
 import logging
 import multiprocessing
+import os
 import shlex
 import shutil
+import socket
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -269,39 +272,44 @@ EDITOR = "editor"
 
 def _take_lease(db, conn, run_id: str) -> None:
     """Take the marts' build lease for ``run_id``: free, expired, this run's own (a retry), or
-    held by a run whose process has ended (killed before it published or failed: see
-    ``_bind_lease``). Waits up to RUN_LOCK_TIMEOUT_SECONDS for the run holding it to publish or
-    fail.
+    held by a run that has ended without publishing or failing (killed: see ``_bind_lease`` for
+    a run of the command line or the editor, ``_scheduler_group`` for a run of Mage's
+    scheduler). Waits up to RUN_LOCK_TIMEOUT_SECONDS for the run holding it to publish or fail.
 
     Two builds into the same audit schema would publish each other's half-built tables. A lease
     (not a lock) because the build spans blocks, which Mage may run in separate processes."""
     deadline = time.monotonic() + config.run_lock_timeout_seconds()
     _bind_lease(run_id)  # before the lease names this run, so no run sees it unbound
+    group = _scheduler_group()
     try:
         while True:
             now = datetime.now(UTC)
             with db.transaction(conn) as cur:
                 cur.execute(
-                    "update ops.build_leases set run_id = %s, acquired_at = %s, expires_at = %s"
+                    "update ops.build_leases set run_id = %s, acquired_at = %s, expires_at = %s,"
+                    " holder_host = %s, holder_boot = %s, holder_process_group = %s"
                     " where name = %s and (run_id is null or run_id = %s or expires_at < %s)",
                     (run_id, now, now + timedelta(seconds=config.marts_build_lease_seconds()),
-                     _LEASE, run_id, now))
+                     *group, _LEASE, run_id, now))
                 if cur.rowcount:
                     return
-                cur.execute("select run_id, acquired_at, expires_at from ops.build_leases"
-                            " where name = %s", (_LEASE,))
-                holder, since, until = cur.fetchone()
-            if holder is not None and _lease_holder_gone(holder):
+                cur.execute("select run_id, acquired_at, expires_at, holder_host, holder_boot,"
+                            " holder_process_group from ops.build_leases where name = %s",
+                            (_LEASE,))
+                holder, since, until, *held_by = cur.fetchone()
+            if holder is not None and (_lease_holder_gone(holder) or _scheduler_gone(*held_by)):
                 with db.transaction(conn) as cur:
                     cur.execute(
                         "update ops.build_leases set run_id = %s, acquired_at = %s,"
-                        " expires_at = %s where name = %s and run_id = %s",
+                        " expires_at = %s, holder_host = %s, holder_boot = %s,"
+                        " holder_process_group = %s where name = %s and run_id = %s",
                         (run_id, now, now + timedelta(seconds=config.marts_build_lease_seconds()),
-                         _LEASE, holder))
+                         *group, _LEASE, holder))
                     taken = cur.rowcount
                 if taken:
-                    log.warning("%s: took over the marts' build lease from run %s, whose process "
-                                "has ended without publishing or failing (killed)", PIPELINE, holder)
+                    log.warning("%s: took over the marts' build lease from run %s, whose "
+                                "processes have ended without publishing or failing (killed)",
+                                PIPELINE, holder)
                     _lease_file(holder).unlink(missing_ok=True)
                     return
                 continue  # the holder changed meanwhile: look again
@@ -336,9 +344,10 @@ def _bind_lease(run_id: str) -> None:
     Only a process that runs the build's blocks one after the other binds it: the command line
     and the editor's kernel. A block that Mage's scheduler runs in a process of its own (a
     multiprocessing child) binds nothing, since the dbt block and the publish run in other
-    processes after it ends: that lease ends when its run publishes or fails, or at
-    ``expires_at`` (MARTS_BUILD_LEASE_SECONDS). So does the lease of a run on another machine,
-    whose lock this machine cannot see."""
+    processes after it ends: that lease names the scheduler's process group instead
+    (``_scheduler_group``). The lease of a run on another machine, whose processes this machine
+    cannot see, ends when its run publishes or fails, or at ``expires_at``
+    (MARTS_BUILD_LEASE_SECONDS)."""
     path = _lease_file(run_id)
     if multiprocessing.parent_process() is not None or path in _BOUND:
         return
@@ -380,6 +389,78 @@ def _lease_holder_gone(run_id: str) -> bool:
         return True
 
 
+def _scheduler_group() -> tuple[str | None, str | None, int | None]:
+    """(host, boot, process group) to hold the lease by when this is a block process of Mage's
+    scheduler (a multiprocessing child), else (None, None, None): the lease is bound by flock.
+
+    The process group is what lives for the whole pipeline run. Mage 0.9.80 runs each block run
+    in a process of its own (``pipeline_scheduler_original.PipelineScheduler.__schedule_blocks``
+    enqueues ``run_block``; ``queue/process_queue.ProcessQueue`` starts a worker pool process
+    that starts a ``Worker`` per job and exits when idle), so the plan's process and its parent
+    are gone before the dbt block starts. The scheduler process itself is no better: when it
+    dies, its worker pool and block processes go on running (nothing kills them), the server of
+    ``mage start`` starts another scheduler within 20 s (``server/scheduler_manager.
+    check_scheduler_status``), and that one resumes every pipeline run still ``running`` in
+    Mage's database (``schedule_all`` -> ``PipelineScheduler.schedule``, whose
+    ``__fetch_crashed_block_runs`` runs again a block run whose process died). A block process
+    that dies (an OOM kill) is run again that way too, and its run keeps its lease. None of
+    them changes its process group: every process of one ``mage start`` (the server, each
+    scheduler, worker pool and block process) is in the group it was started in. While one of
+    them lives, the run may go on; when none does (``mage start`` killed with its group, the
+    machine rebooted), nothing of the run is left, and the next run takes the lease over at once.
+
+    A process group id means something only on its host, in its pid namespace, until the host
+    boots again: the lease records the host (name and /etc/machine-id) and the boot (boot id and
+    pid namespace). A scheduler in the same process group as the next run (a script that runs
+    ``mage start &`` and then the command line) is seen alive by it: that lease expires."""
+    if multiprocessing.parent_process() is None:
+        return None, None, None
+    return _host(), _boot(), os.getpgrp()
+
+
+def _host() -> str:
+    try:
+        machine = Path("/etc/machine-id").read_text().strip()
+    except OSError:
+        machine = ""
+    return f"{socket.gethostname()} {machine}".strip()
+
+
+def _boot() -> str | None:
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot} {os.readlink('/proc/self/ns/pid')}"
+    except OSError:  # no /proc (not Linux): the group is not to be told dead from here
+        return None
+
+
+def _scheduler_gone(host: str | None, boot: str | None, group: int | None) -> bool:
+    """Whether no process is left of the scheduler's process group that took the lease (see
+    ``_scheduler_group``). False when the lease names no group, or one this process cannot see
+    (another host, another pid namespace)."""
+    here = _boot()
+    if group is None or boot is None or here is None or host != _host():
+        return False
+    if boot.split()[0] != here.split()[0]:
+        return True  # the host booted again since: every process of that boot has ended
+    return boot == here and not _group_running(group)
+
+
+def _group_running(group: int) -> bool:
+    """Whether a process of the group runs (a zombie does not: nothing of it runs any more, and
+    a PID 1 that does not reap leaves the orphans of a killed group as zombies). A group id
+    taken again by other processes reads as running: the lease then waits, or expires."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+            state, _ppid, pgrp = stat.read_text().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):
+            continue  # it ended while we looked
+        if int(pgrp) == group and state not in "ZX":
+            return True
+    return False
+
+
 def _require_lease(db, conn, run_id: str) -> None:
     """Publish only while holding the lease: a run so slow that its lease expired may find
     another run building into the audit schema."""
@@ -396,5 +477,7 @@ def _give_up_lease(db, conn, run_id: str) -> None:
     conn.rollback()  # whatever failed mid-transaction
     with db.transaction(conn) as cur:
         cur.execute("update ops.build_leases set run_id = null, acquired_at = null,"
-                    " expires_at = null where name = %s and run_id = %s", (_LEASE, run_id))
+                    " expires_at = null, holder_host = null, holder_boot = null,"
+                    " holder_process_group = null where name = %s and run_id = %s",
+                    (_LEASE, run_id))
     _unbind_lease(run_id)
