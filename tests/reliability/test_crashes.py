@@ -8,7 +8,8 @@ SIGKILLs its whole group while a proxy holds the run's connection at a moment of
 (mid-page from the API, mid-COPY, at the marts' swap, after the server committed but before the
 run heard). The re-runs have RUN_LOCK_TIMEOUT_SECONDS=0: anything the killed run still held
 would fail them at once instead of making them wait. These are marked ``reliability`` (``make
-test-reliability``); the lease's own tests at the end take seconds and run with ``make test``.
+test-reliability``); the lease's own tests at the end take seconds and run with ``make test``,
+except those of scheduled runs (marked ``reliability``: one starts Mage's scheduler itself).
 
 user_activity_ingest's own failpoints (after_landing_part, after_validate, after_staging_copy,
 before_commit, after_commit) are killed the same way in
@@ -17,14 +18,22 @@ tests/e2e/test_user_activity_mage.py::test_sigkill_at_any_point_then_rerun_gives
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
-from datetime import date
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 from conftest import ROOT, query
-from support import END, expected_rows, loaded_rows
+from support import END, expected_rows, free_port, loaded_rows
 
 from mage_project import config
 from mage_project.entities import USER_ACTIVITY as ENTITY
@@ -37,12 +46,15 @@ from .conftest import (
     Commit,
     CopyData,
     Drops,
+    Proxy,
     Query,
     Run,
     ServerBytes,
+    _pg_socket,
     assert_elt_complete,
     expected_marts,
     finished,
+    group_running,
     lease_holder,
     published_marts,
     raw_versions,
@@ -278,16 +290,35 @@ if sys.argv[2] == "die":
 sys.stdin.read()  # until the test closes it
 """
 
+# As Mage's scheduler runs a block (see quality_gates._scheduler_group): in a process group of
+# its own, the scheduler starts a process for the block, which takes the lease in plan_build.
+# argv: run id, then what the block does after the plan ("end": ends, as a block that finished;
+# "die": SIGKILLed, as an OOM kill; "run": goes on running), then what the scheduler does
+# ("wait": goes on with the run, until the test closes stdin; "die": SIGKILLed).
 IN_A_SCHEDULER_BLOCK = """
-import multiprocessing, sys
+import multiprocessing, os, signal, sys, time
 from mage_project.pipelines import quality_gates
 
+def block(run_id, then, planned):
+    quality_gates.plan_build(run_id)
+    planned.set()
+    if then == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    while then == "run":
+        time.sleep(1)
+
 if __name__ == "__main__":
-    # As Mage's scheduler runs a block: in a process of its own, which ends after the block.
-    block = multiprocessing.Process(target=quality_gates.plan_build, args=(sys.argv[1],))
-    block.start()
-    block.join()
-    sys.exit(block.exitcode)
+    run_id, block_then, scheduler_then = sys.argv[1:]
+    planned = multiprocessing.Event()
+    child = multiprocessing.Process(target=block, args=(run_id, block_then, planned))
+    child.start()
+    if block_then != "run":
+        child.join()
+    assert planned.wait(120), "the block did not plan"
+    print("scheduled", flush=True)
+    if scheduler_then == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    sys.stdin.read()  # until the test closes it
 """
 
 
@@ -327,15 +358,122 @@ def test_the_lease_of_a_live_run_is_not_taken_until_its_process_ends(warehouse, 
     assert lease_holder(warehouse) == "next"
 
 
-def test_a_lease_taken_in_a_scheduler_block_process_lasts_until_it_expires(warehouse, no_waiting):
-    """Mage's scheduler runs the plan, the dbt block and the publish in processes of their own:
-    the plan's process ending says nothing about the run, so its lease is not taken over."""
-    block = subprocess.run([sys.executable, "-c", IN_A_SCHEDULER_BLOCK, "mage-7"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=120)
-    assert block.returncode == 0, block.stderr[-3000:]
+def scheduled(run_id: str, block: str, then: str) -> subprocess.Popen:
+    """IN_A_SCHEDULER_BLOCK in a process group of its own, once its block has planned."""
+    proc = subprocess.Popen([sys.executable, "-c", IN_A_SCHEDULER_BLOCK, run_id, block, then],
+                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    assert proc.stdout.readline() == "scheduled\n", f"exit {proc.wait(60)}"
+    return proc
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL to every process of the group ``proc`` leads; returns when none runs."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while group_running(proc.pid):
+        proc.poll()
+        assert time.monotonic() < deadline, f"process group {proc.pid} outlived SIGKILL"
+        time.sleep(0.05)
+    proc.wait(60)
+
+
+@pytest.mark.reliability
+def test_the_lease_of_a_scheduled_run_is_taken_over_once_its_process_group_is_gone(warehouse,
+                                                                                  no_waiting):
+    """A scheduler SIGKILLed after the plan's block process ended: no process of the run is
+    left, and the next run takes its lease over at once."""
+    scheduler = scheduled("mage-7", block="end", then="die")
+    assert scheduler.wait(60) == -signal.SIGKILL
+    assert not group_running(scheduler.pid)
     assert lease_holder(warehouse) == "mage-7"
-    with pytest.raises(RunLockError, match=r"another run \(mage-7\) is building the marts"):
-        quality_gates.plan_build("next")
-    with warehouse.cursor() as cur:
-        cur.execute("update ops.build_leases set expires_at = now() - interval '1 second'")
     assert quality_gates.plan_build("next")["up_to_date"] is False
+    assert lease_holder(warehouse) == "next"
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize(("block", "then"), [("end", "wait"), ("die", "wait"), ("run", "die")],
+                         ids=["between_blocks", "block_killed", "scheduler_killed_block_runs_on"])
+def test_the_lease_of_a_scheduled_run_is_kept_while_a_process_of_its_group_lives(
+        block, then, warehouse, no_waiting):
+    """Between blocks (the plan's process ended, the scheduler goes on), after the block's
+    process was SIGKILLed (an OOM kill: Mage runs the block again, in the same run), or with
+    the scheduler SIGKILLed while the block's process runs on (nothing kills it): the run may go
+    on, so the next run is refused, naming it. Once the group is gone, it takes the lease over."""
+    scheduler = scheduled("mage-8", block, then)
+    try:
+        with pytest.raises(RunLockError, match=r"another run \(mage-8\) is building the marts"):
+            quality_gates.plan_build("next")
+        assert lease_holder(warehouse) == "mage-8"
+    finally:
+        kill_group(scheduler)
+    assert quality_gates.plan_build("next")["up_to_date"] is False
+    assert lease_holder(warehouse) == "next"
+
+
+def warehouse_elt_once(target: Path) -> Path:
+    """A copy of the project with only warehouse_elt, whose one trigger fires at once and does
+    not wait for files."""
+    target.mkdir()
+    for name in ("metadata.yaml", "io_config.yaml", "data_loaders", "transformers",
+                 "data_exporters", "callbacks", "conditionals", "sensors", "dbt"):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, target / name, ignore=shutil.ignore_patterns(
+                "__pycache__", "target", "logs"))
+        else:
+            shutil.copy(ROOT / name, target / name)
+    pipeline = target / "pipelines" / "warehouse_elt"
+    shutil.copytree(ROOT / "pipelines" / "warehouse_elt", pipeline,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (pipeline / "triggers.yaml").write_text(yaml.safe_dump({"triggers": [{
+        "name": "once_now", "schedule_type": "time", "schedule_interval": "@once",
+        "start_time": (datetime.now(UTC) - timedelta(minutes=1)).replace(microsecond=0),
+        "status": "active", "variables": {"wait_for_files": False}}]}))
+    return target
+
+
+@pytest.mark.reliability
+def test_mages_scheduler_keeps_its_runs_lease_while_it_lives_and_loses_it_when_killed(
+        warehouse, no_waiting, tmp_path):
+    """``mage start --instance-type scheduler`` runs warehouse_elt; a proxy holds the dbt
+    block's first query, after the plan's block process took the lease and ended. While the
+    scheduler lives, the next run is refused, naming the scheduled run; once the scheduler's
+    process group is SIGKILLed (as a crash or a reboot ends it), the next run takes the lease
+    over at once."""
+    proxy = Proxy(_pg_socket(os.environ["POSTGRES_HOST"], int(os.environ["POSTGRES_PORT"])),
+                  postgres=True)
+    dbt_starts = proxy.arm(Query(r'"app": "dbt"', "hold"))  # dbt's comment on every query
+    project = warehouse_elt_once(tmp_path / "project")
+    env = {**os.environ, "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(proxy.port),
+           "MAGE_DATA_DIR": str(tmp_path / "mage")}
+    with open(tmp_path / "scheduler.log", "w") as out:
+        scheduler = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mage"), "start", str(project),
+             "--instance-type", "scheduler", "--host", "127.0.0.1", "--port", str(free_port())],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        try:
+            dbt_starts.wait(timeout=180)
+        except AssertionError:
+            raise AssertionError((tmp_path / "scheduler.log").read_text()[-6000:]) from None
+        holder = lease_holder(warehouse)
+        run = int(holder.removeprefix("mage-"))
+        database = next((tmp_path / "mage").rglob("mage-ai.db"))  # Mage's own, SQLite
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as mage:
+            assert mage.execute("select status from pipeline_run where id = ?", (run,)
+                                ).fetchall() == [("RUNNING",)]  # enum names
+            assert dict(mage.execute("select block_uuid, status from block_run"
+                                     " where pipeline_run_id = ?", (run,)).fetchall()) == {
+                "detect_landing_file_drops": "COMPLETED", "load_landing_file_drops": "COMPLETED",
+                "check_raw_quality_file_drops": "COMPLETED", "plan_marts_build": "COMPLETED",
+                "build_dbt_warehouse": "RUNNING", "publish_marts": "INITIAL"}
+        with pytest.raises(RunLockError, match=rf"another run \({holder}\) is building the marts"):
+            quality_gates.plan_build("next")
+        kill_group(scheduler)
+        dbt_starts.connection.close()  # as the dead dbt's socket would be
+        assert quality_gates.plan_build("next")["up_to_date"] is False
+        assert lease_holder(warehouse) == "next"
+    finally:
+        kill_group(scheduler)
+        proxy.close()
