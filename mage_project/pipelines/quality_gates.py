@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from mage_project import config, quality, transform, warehouse
+from mage_project import config, quality, runs, transform, warehouse
 from mage_project.entities import FILE_ENTITIES
 from mage_project.faults import failpoint
 
@@ -157,6 +157,7 @@ def plan_build(run_id: str, select: str | None = None) -> dict:
         if up_to_date:
             log.info("%s: nothing the marts are built from changed since their last publish; "
                      "not rebuilding them", PIPELINE)
+            _record_success(db, conn, run_id)  # the run ends here: the dbt block is skipped
         else:
             _take_lease(db, conn, run_id)
             failpoint("plan_after_lease")
@@ -167,12 +168,32 @@ def plan_build(run_id: str, select: str | None = None) -> dict:
                 log.info("%s: the run that held the lease published the marts from these "
                          "inputs; not rebuilding them", PIPELINE)
                 _give_up_lease(db, conn, run_id)
+                _record_success(db, conn, run_id)
     transform.prune_run_targets()
     target = transform.run_target_path(run_id)
     shutil.rmtree(target, ignore_errors=True)  # an earlier attempt's artifacts
     args = ["--target-path", str(target), *transform.build_args(select)]
     return {"run_id": run_id, "up_to_date": up_to_date, "inputs_fingerprint": inputs,
             "target_path": str(target), "dbt_args": shlex.join(args)}
+
+
+def build_still_planned(plan: dict) -> bool:
+    """Whether the dbt build ``plan`` names is to run now: the marts are out of date and the
+    plan's run still holds their build lease. A run that Mage resumes after its processes were
+    killed (it runs a crashed block again) may find its lease taken over meanwhile by the next
+    run: building into the audit schema then would overlap that run's build, so it builds
+    nothing (and publish_marts, skipped with it, publishes nothing)."""
+    if plan["up_to_date"]:
+        return False
+    db = warehouse.writer()
+    with db.connection() as conn, db.transaction(conn) as cur:
+        cur.execute("select run_id from ops.build_leases where name = %s", (_LEASE,))
+        (holder,) = cur.fetchone()
+    if holder != plan["run_id"]:
+        log.warning("%s: run %s no longer holds the marts' build lease (held by %s): not "
+                    "building them", PIPELINE, plan["run_id"], holder or "no run")
+        return False
+    return True
 
 
 def publish_build(plan: dict) -> dict:
@@ -208,6 +229,7 @@ def publish_build(plan: dict) -> dict:
                 cur.execute("insert into ops.marts_publications (run_id, inputs_fingerprint)"
                             " values (%s, %s)", (run_id, plan["inputs_fingerprint"]))
             failpoint("publish_after_record")
+            _record_success(db, conn, run_id)
         finally:
             _give_up_lease(db, conn, run_id)
             shutil.rmtree(target, ignore_errors=True)
@@ -244,6 +266,20 @@ def build_and_publish(run_id: str, select: str | None = None) -> dict:
             store_failed_build(run_id)
             raise
     return publish_build(plan)
+
+
+def _record_success(db, conn, run_id: str) -> None:
+    """The run's row in ops.pipeline_runs once it has done all it had to (published the marts,
+    or found them up to date), with the counts of the file versions it loaded: rows_fetched are
+    their rows, rows_loaded and rows_rejected what went where. A failure recorded after it (a
+    block's @test) turns it into a failure and keeps the counts."""
+    with db.transaction(conn) as cur:
+        cur.execute("select coalesce(sum(rows_total), 0), coalesce(sum(rows_loaded), 0),"
+                    " coalesce(sum(rows_rejected), 0) from ops.file_manifest where run_id = %s",
+                    (run_id,))
+        fetched, loaded, rejected = (int(n) for n in cur.fetchone())
+        runs.record_run(cur, run_id=run_id, pipeline=PIPELINE, status="success",
+                        rows_fetched=fetched, rows_loaded=loaded, rows_rejected=rejected)
 
 
 def _store_tests(db, conn, run_id: str, summary: dict) -> list[quality.QualityResult]:

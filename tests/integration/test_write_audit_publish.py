@@ -42,10 +42,18 @@ def schemas(conn) -> set[str]:
     return {s for (s,) in query(conn, "select nspname from pg_namespace where nspname like 'marts%%'")}
 
 
-def land_and_gate(start: date, end: date, run_id: str, snapshot: bool = True) -> None:
+def counts(files: list[dict]) -> tuple[int, int, int]:
+    """rows, rows loaded and rows rejected of the files a load summary lists."""
+    return tuple(sum(f[key] for f in files) for key in ("rows", "rows_loaded", "rows_rejected"))
+
+
+def land_and_gate(start: date, end: date, run_id: str, snapshot: bool = True) -> dict:
+    """Land drops and load them and gate them as the run ``run_id`` does; its load summary."""
     write_drops(LandingZone(config.landing_url()), start, end, snapshot=snapshot, **PARAMS)
-    assert load_new_files()["failed"] == 0
+    loaded = load_new_files(run_id)
+    assert loaded["failed"] == 0
     check_raw_file_drops(run_id)
+    return loaded
 
 
 @pytest.fixture
@@ -126,7 +134,7 @@ def test_nothing_is_published_from_raw_data_the_gate_has_not_passed(warehouse):
 
 
 def test_a_run_with_nothing_new_does_not_rebuild_the_marts(warehouse):
-    land_and_gate(date(2026, 11, 1), date(2026, 11, 3), "run-1")
+    files = land_and_gate(date(2026, 11, 1), date(2026, 11, 3), "run-1")["files"]
     assert build_and_publish("run-1")["published"] is True
     published = marts(warehouse)
     oids = query(warehouse, "select relname, oid from pg_class where relnamespace = 'marts'::regnamespace"
@@ -140,11 +148,18 @@ def test_a_run_with_nothing_new_does_not_rebuild_the_marts(warehouse):
     assert marts(warehouse) == published
     assert query(warehouse, "select count(*) from ops.quality_results where run_id = 'run-2'") == [(0,)]
     # A new file version (or dbt_select) builds again.
-    land_and_gate(date(2026, 11, 3), date(2026, 11, 4), "run-3", snapshot=False)
+    new_files = land_and_gate(date(2026, 11, 3), date(2026, 11, 4), "run-3", snapshot=False)["files"]
     assert build_and_publish("run-3")["published"] is True
     assert build_and_publish("run-4", select="stg_crm__customers")["published"] is True
     assert query(warehouse, "select run_id from ops.marts_publications order by published_at") == [
         ("run-1",), ("run-3",), ("run-4",)]
+    # Each run that ended (published, or found the marts up to date) has its success row, with
+    # the rows of the file versions it loaded.
+    assert query(warehouse, "select run_id, status, rows_fetched, rows_loaded, rows_rejected"
+                            " from ops.pipeline_runs where pipeline = 'warehouse_elt' order by 1") == [
+        ("run-1", "success", *counts(files)), ("run-2", "success", 0, 0, 0),
+        ("run-3", "success", *counts(new_files)), ("run-4", "success", 0, 0, 0)]
+    assert counts(files)[0] > counts(new_files)[0] > 0
 
 
 def test_one_run_builds_the_marts_at_a_time_and_a_dead_runs_lease_expires(warehouse, monkeypatch):

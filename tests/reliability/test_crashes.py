@@ -346,6 +346,18 @@ def test_the_lease_of_a_killed_run_is_taken_over_at_once(warehouse, no_waiting):
     assert lease_holder(warehouse) == "next"
 
 
+def test_a_resumed_run_whose_lease_was_taken_over_builds_nothing(warehouse, no_waiting):
+    # Mage resumes a killed run by running its crashed block again: its dbt block's condition
+    # finds the lease gone to the next run, so it does not build into that run's audit schema.
+    hold_lease("dead", then="die")
+    resumed = {"run_id": "dead", "up_to_date": False}  # the killed run's plan, as Mage kept it
+    assert quality_gates.build_still_planned(resumed) is True  # nobody took it over yet
+    planned = quality_gates.plan_build("next")
+    assert quality_gates.build_still_planned(resumed) is False
+    assert quality_gates.build_still_planned(planned) is True
+    assert quality_gates.build_still_planned({**planned, "up_to_date": True}) is False
+
+
 def test_the_lease_of_a_live_run_is_not_taken_until_its_process_ends(warehouse, no_waiting):
     live = hold_lease("live", then="wait")
     try:
