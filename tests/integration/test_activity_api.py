@@ -236,7 +236,14 @@ def test_a_failing_api_ends_at_the_deadline(serve):
     attempts = int(re.search(r"\((\d+) requests in this fetch\)", message).group(1))
     assert "ACTIVITY_API_DEADLINE_SECONDS" in message
     assert message.endswith("last error: HTTP 500: internal error")
-    assert attempts == len(simulator.requests) >= 5
+    seen = len(simulator.requests)
+    if " while " in message:
+        # The deadline cut the last attempt in flight (connecting, or waiting for its answer):
+        # it may not have reached the server's handler yet.
+        assert seen in (attempts - 1, attempts)
+    else:
+        assert seen == attempts
+    assert seen >= 5
     assert set(statuses(simulator)) == {500}
     assert 0.6 < elapsed < 1.5
     assert client.stats == {
