@@ -329,8 +329,21 @@ def test_two_ingest_runs_of_one_window_started_together_load_it_once(warehouse, 
     every row loaded and changes none. ops.pipeline_runs tells which did what."""
     simulator()
     window = ("--start", START.isoformat(), "--end", END.isoformat())
-    run_ids = finish([start_cli("run", "user_activity_ingest", *window) for _ in range(2)],
-                     "user_activity_ingest")
+    # A third writer holds the write lock until both runs wait for it: then they load together
+    # whatever the machine's scheduling (a fresh clone's CI once started the second run after
+    # the first had ended).
+    holder = postgres.connect()
+    try:
+        with holder.cursor() as cur:
+            cur.execute("select pg_advisory_xact_lock(%s)",
+                        (postgres.lock_key("pipeline:user_activity_ingest"),))
+        procs = [start_cli("run", "user_activity_ingest", *window) for _ in range(2)]
+        both = wait_until(lambda: lock_waiters(warehouse, "user_activity_ingest") == 2, 300)
+        holder.commit()
+    finally:
+        holder.close()
+    run_ids = finish(procs, "user_activity_ingest")
+    assert both, "the runs never both waited to load"
     rows, rejected, fetched = expected_rows()
     assert loaded_rows(warehouse) == rows
     records = query(warehouse, "select run_id, status, window_start, window_end, rows_fetched,"
