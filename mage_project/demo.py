@@ -3,7 +3,6 @@ ACTIVITY_API_URL is unset) and print what landed where."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import time
@@ -12,31 +11,7 @@ from datetime import UTC, datetime, timedelta
 from psycopg2 import sql
 
 from mage_project import config
-
-DEMO_TOKEN = "demo-token"
-
-
-SIMULATOR = {"seed": 0, "events_per_day": 5000}
-
-
-@contextlib.contextmanager
-def activity_api():
-    """The configured API, or the simulator on 127.0.0.1 for the length of the demo."""
-    if os.environ.get("ACTIVITY_API_URL"):
-        yield os.environ["ACTIVITY_API_URL"]
-        return
-    from mage_project.sources.activity_simulator import ActivitySimulator
-
-    with ActivitySimulator(
-        token=DEMO_TOKEN, invalid_rate=0.002, redelivery_rate=0.01, **SIMULATOR
-    ) as sim:
-        os.environ["ACTIVITY_API_URL"] = sim.url
-        os.environ["ACTIVITY_API_TOKEN"] = DEMO_TOKEN
-        try:
-            yield sim.url
-        finally:
-            del os.environ["ACTIVITY_API_URL"], os.environ["ACTIVITY_API_TOKEN"]
-
+from mage_project.runner import SIMULATOR, activity_api
 
 SUMMARY = """
 select occurred_at::date as day, count(*) as events, count(distinct user_id) as users,
@@ -56,7 +31,7 @@ from ops.file_manifest group by entity order by entity
 
 
 def main() -> int:
-    from mage_project.cli import run_pipeline
+    from mage_project.runner import run_pipeline
     from mage_project.runs import new_run_id
     from mage_project.warehouse import postgres
 

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from mage_project import config, transform
-from mage_project.cli import prepare_mage_environment
 from mage_project.pipeline_metadata import refresh_git_index
+from mage_project.runner import activity_api, prepare_mage_environment
 
 LOCAL_OWNER = {
     "DEFAULT_OWNER_EMAIL": "admin@localhost",
@@ -36,8 +36,6 @@ def editor_environment() -> dict:
 
 
 def main() -> int:
-    from mage_project.demo import activity_api
-
     prepare_mage_environment()
     host = os.environ.get("MAGE_EDITOR_HOST", "127.0.0.1")
     port = os.environ.get("MAGE_EDITOR_PORT", "6789")

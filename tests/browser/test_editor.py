@@ -79,7 +79,7 @@ PLAY_ICON = "path[d^='M8 4.13397']"  # the triangle of a block's "Run block" but
 # environment, so it reaches the database the editor's web server reads.
 SYNC_TRIGGERS = """
 from mage_project import config
-from mage_project.cli import prepare_mage_environment
+from mage_project.runner import prepare_mage_environment
 
 prepare_mage_environment()
 from mage_ai.settings.repo import set_repo_path

@@ -57,7 +57,7 @@ import sys
 from datetime import datetime, timedelta
 
 from mage_project import config, transform
-from mage_project.cli import prepare_mage_environment
+from mage_project.runner import prepare_mage_environment
 
 prepare_mage_environment()
 from mage_ai.settings.repo import set_repo_path

@@ -260,7 +260,7 @@ import json
 from datetime import datetime, timedelta
 
 from mage_project import config
-from mage_project.cli import prepare_mage_environment
+from mage_project.runner import prepare_mage_environment
 
 prepare_mage_environment()
 from mage_ai.settings.repo import set_repo_path

@@ -5,7 +5,7 @@ import pytest
 from conftest import run_cli
 
 from mage_project import cli, config
-from mage_project.cli import dependency_order
+from mage_project.runner import dependency_order
 
 
 def test_blocks_run_in_dependency_order():

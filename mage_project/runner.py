@@ -1,0 +1,109 @@
+"""Runs a pipeline through Mage, in this process: what the entry points (``cli``, ``demo``,
+``editor``) stand on. It imports none of them.
+
+- ``prepare_mage_environment``: point Mage at this project before ``mage_ai`` is imported.
+- ``run_pipeline``: execute a pipeline's blocks as the scheduler does.
+- ``activity_api``: the configured activity API, or the bundled simulator for a local session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+from mage_project import config, transform
+
+log = logging.getLogger("mage_project")
+
+DEMO_TOKEN = "demo-token"
+
+# The simulator's data, which the demo's file drops must match.
+SIMULATOR = {"seed": 0, "events_per_day": 5000}
+
+
+def prepare_mage_environment() -> None:
+    """Point Mage at this project and keep its state in the project's data directory.
+
+    Must run before ``mage_ai`` is imported: Mage reads these at import time.
+    """
+    os.environ.setdefault("MAGE_DATA_DIR", str(config.data_dir() / "mage"))
+    os.environ.setdefault("MAGE_REPO_PATH", str(config.PROJECT_ROOT))
+    os.environ.setdefault("ENV", "prod")
+
+
+def run_pipeline(pipeline_uuid: str, variables: dict) -> None:
+    """Execute the pipeline's blocks in this process, as the scheduler does. Raises on failure.
+
+    Block by block through Mage's block executor, in dependency order: each block's @tests,
+    retries and failure callbacks run, and its output is kept under the run's own partition
+    (``variables["run_id"]``), so concurrent runs never read each other's outputs.
+    """
+    prepare_mage_environment()
+    from mage_ai.settings.repo import set_repo_path
+
+    set_repo_path(str(config.PROJECT_ROOT))
+    from mage_ai.data_preparation.executors.executor_factory import ExecutorFactory
+    from mage_ai.data_preparation.models.pipeline import Pipeline
+    from mage_ai.data_preparation.variable_manager import get_global_variables
+    from mage_ai.orchestration.db import db_connection
+
+    db_connection.start_session()
+    # Mage's dbt block renders dbt's profile from this process's environment.
+    os.environ.update(transform.warehouse_environment())
+    pipeline = Pipeline.get(pipeline_uuid, repo_path=str(config.PROJECT_ROOT))
+    global_vars = {**(get_global_variables(pipeline_uuid) or {}), **variables}
+    skipped: set[str] = set()
+    for block_uuid in dependency_order(
+        {uuid: block.upstream_block_uuids for uuid, block in pipeline.blocks_by_uuid.items()}
+    ):
+        block = pipeline.blocks_by_uuid[block_uuid]
+        if skipped.intersection(block.upstream_block_uuids) or not all(
+            condition.execute_conditional(block, execution_partition=variables["run_id"],
+                                          global_vars=global_vars)
+            for condition in block.conditional_blocks
+        ):
+            # As the scheduler does: a block whose condition is false is skipped, and so is
+            # everything downstream of it; the run still succeeds.
+            log.info("%s: %s skipped (its condition is false or an upstream block was skipped)",
+                     pipeline_uuid, block_uuid)
+            skipped.add(block_uuid)
+            continue
+        ExecutorFactory.get_block_executor(
+            pipeline, block_uuid, execution_partition=variables["run_id"]
+        ).execute(analyze_outputs=False, global_vars=global_vars, update_status=False)
+
+
+def dependency_order(upstream: dict[str, list[str]]) -> list[str]:
+    """Blocks ordered so that each comes after all of its upstream blocks."""
+    order: list[str] = []
+    done: set[str] = set()
+    pending = dict(upstream)
+    while pending:
+        ready = sorted(u for u, ups in pending.items() if set(ups) <= done)
+        if not ready:
+            raise ValueError(f"the block graph has a cycle among {sorted(pending)}")
+        for uuid in ready:
+            order.append(uuid)
+            done.add(uuid)
+            del pending[uuid]
+    return order
+
+
+@contextlib.contextmanager
+def activity_api():
+    """The configured API, or the simulator on 127.0.0.1 for as long as the block lasts."""
+    if os.environ.get("ACTIVITY_API_URL"):
+        yield os.environ["ACTIVITY_API_URL"]
+        return
+    from mage_project.sources.activity_simulator import ActivitySimulator
+
+    with ActivitySimulator(
+        token=DEMO_TOKEN, invalid_rate=0.002, redelivery_rate=0.01, **SIMULATOR
+    ) as sim:
+        os.environ["ACTIVITY_API_URL"] = sim.url
+        os.environ["ACTIVITY_API_TOKEN"] = DEMO_TOKEN
+        try:
+            yield sim.url
+        finally:
+            del os.environ["ACTIVITY_API_URL"], os.environ["ACTIVITY_API_TOKEN"]
