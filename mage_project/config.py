@@ -77,24 +77,37 @@ def _flag(name: str, default: bool = False) -> bool:
     raise ConfigError(f"bad setting: {name}={raw!r} is not a boolean (true/false)")
 
 
+def _data_path() -> Path:
+    return Path(_get("PROJECT_DATA_DIR", str(PROJECT_ROOT / ".data"))).expanduser().resolve()
+
+
 def data_dir() -> Path:
     """Where generated state lives: the embedded database, landing files, Mage's variables."""
-    path = Path(_get("PROJECT_DATA_DIR", str(PROJECT_ROOT / ".data"))).expanduser().resolve()
+    path = _data_path()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 @dataclass(frozen=True)
 class PostgresSettings:
-    host: str
-    port: int
+    """A PostgreSQL server of one's own (POSTGRES_HOST), or the embedded one (``embedded``):
+    then ``pgdata`` says where it keeps its data, and ``host``, ``port`` and ``user`` are None
+    until the warehouse layer (``warehouse.postgres.resolve_settings``) has started it."""
+
+    host: str | None
+    port: int | None
     dbname: str
-    user: str
+    user: str | None
     password: str | None
     connect_timeout: int
     embedded: bool
+    pgdata: Path | None = None
 
     def dsn_kwargs(self) -> dict:
+        if self.host is None:
+            # libpq would quietly try its default socket: a server that is not this one.
+            raise ConfigError("the embedded PostgreSQL is not started yet: connect through"
+                              " mage_project.warehouse.postgres, which starts it")
         kwargs = {
             "host": self.host,
             "port": self.port,
@@ -111,25 +124,22 @@ class PostgresSettings:
 def postgres() -> PostgresSettings:
     """The warehouse PostgreSQL: the server in POSTGRES_HOST, else the embedded one.
 
-    The names are Mage's own (io_config.yaml uses the same variables).
+    Only reads the environment: the embedded server is started by the warehouse layer when it
+    first connects. The names are Mage's own (io_config.yaml uses the same variables).
     """
     timeout = _number("POSTGRES_CONNECT_TIMEOUT", 10, int, minimum=1)
     dbname = _get("POSTGRES_DBNAME")
     host = _get("POSTGRES_HOST")
     if host is None:
-        from mage_project.warehouse import embedded
-
-        server = embedded.ensure_running(data_dir() / "postgres")
-        name = dbname or "warehouse"
-        embedded.ensure_database(server, name)
         return PostgresSettings(
-            host=server.socket_dir,
-            port=server.port,
-            dbname=name,
-            user=server.user,
+            host=None,
+            port=None,
+            dbname=dbname or "warehouse",
+            user=None,
             password=None,
             connect_timeout=timeout,
             embedded=True,
+            pgdata=_data_path() / "postgres",
         )
     return PostgresSettings(
         host=host,

@@ -30,7 +30,9 @@ def warehouse_environment() -> dict:
     if config.warehouse() == "snowflake":
         config.snowflake()  # a missing setting fails here, naming the variable
         return env
-    settings = config.postgres()
+    from mage_project.warehouse import postgres
+
+    settings = postgres.resolve_settings()
     env.update(
         POSTGRES_HOST=settings.host,
         POSTGRES_PORT=str(settings.port),

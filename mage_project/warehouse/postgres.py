@@ -6,6 +6,7 @@ formatting of names or values.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Iterable, Iterator
@@ -18,7 +19,7 @@ from psycopg2 import sql
 
 from mage_project import config
 from mage_project.entities import Entity
-from mage_project.warehouse import RunLockError
+from mage_project.warehouse import RunLockError, embedded
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,20 @@ log = logging.getLogger(__name__)
 ENFORCES_KEYS = True
 
 
-def connect(settings: config.PostgresSettings | None = None):
+def resolve_settings(settings: config.PostgresSettings | None = None) -> config.PostgresSettings:
+    """The configured PostgreSQL's settings, ready to connect with: for the embedded server,
+    started if it is not running (and its database created), its socket, port and user."""
     settings = settings or config.postgres()
-    return psycopg2.connect(**settings.dsn_kwargs())
+    if not settings.embedded:
+        return settings
+    server = embedded.ensure_running(settings.pgdata)
+    embedded.ensure_database(server, settings.dbname)
+    return dataclasses.replace(settings, host=server.socket_dir, port=server.port,
+                               user=server.user)
+
+
+def connect(settings: config.PostgresSettings | None = None):
+    return psycopg2.connect(**resolve_settings(settings).dsn_kwargs())
 
 
 @contextmanager

@@ -158,7 +158,9 @@ def test_missing_setting_is_named(warehouse, monkeypatch):
 
 
 def test_embedded_server_is_used_when_no_host_is_set(tmp_path, monkeypatch):
-    settings = config.postgres()
+    assert config.postgres().embedded
+    assert not (config.data_dir() / "postgres").exists()  # the settings alone start nothing
+    settings = postgres.resolve_settings()  # started on the first connection
     assert settings.embedded and settings.dbname == "warehouse"
     conn = psycopg2.connect(**settings.dsn_kwargs())
     try:

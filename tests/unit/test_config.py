@@ -150,6 +150,22 @@ def test_a_postgres_server_of_ones_own_resolves_without_connecting(monkeypatch):
     assert (settings.host, settings.port, settings.embedded) == ("db.example.com", 65535, False)
 
 
+def test_the_embedded_postgres_settings_resolve_without_starting_a_server():
+    # Reading the settings starts nothing: the warehouse layer starts the server on connecting.
+    settings = config.postgres()
+    assert (settings.embedded, settings.dbname, settings.host, settings.port) == (
+        True, "warehouse", None, None)
+    assert settings.pgdata == config.data_dir() / "postgres"
+    assert not settings.pgdata.exists()
+    with pytest.raises(config.ConfigError, match="embedded PostgreSQL is not started yet"):
+        settings.dsn_kwargs()
+
+
+def test_config_imports_nothing_of_the_project():
+    source = (ROOT / "mage_project" / "config.py").read_text()
+    assert not re.search(r"^\s*(from|import) mage_project", source, re.MULTILINE)
+
+
 def test_a_postgres_connect_timeout_of_0_is_refused(monkeypatch):
     # libpq reads 0 as "wait forever".
     monkeypatch.setenv("POSTGRES_CONNECT_TIMEOUT", "0")
