@@ -19,4 +19,4 @@ RUN uv pip install --system --no-cache --no-deps -e . \
 USER mage
 
 EXPOSE 6789
-CMD ["mage", "start", "/home/src/project", "--host", "0.0.0.0", "--port", "6789", "--instance-type", "web_server"]
+CMD ["python", "-m", "mage_project.mage_cli", "start", "/home/src/project", "--host", "0.0.0.0", "--port", "6789", "--instance-type", "web_server"]

@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "monitoring"
 DASHBOARDS = MONITORING / "grafana" / "dashboards"
 CONTAINER_PROJECT = "/home/src/project"  # the Dockerfile's WORKDIR, where the image holds the repo
+# How the stack starts Mage: its command line with the project's fix to its queue installed.
+MAGE = ["python", "-m", "mage_project.mage_cli"]
 
 
 def compose() -> dict:

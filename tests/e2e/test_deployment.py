@@ -33,7 +33,7 @@ import psycopg2
 import pytest
 import yaml
 from conftest import ROOT, query
-from deployment import CONTAINER_PROJECT, compose, dashboard_metrics_by_job, option
+from deployment import CONTAINER_PROJECT, MAGE, compose, dashboard_metrics_by_job, option
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg2 import sql
 from support import free_port, stop_group
@@ -82,12 +82,12 @@ class Stack:
 
 
 def native_command(command: list[str], port: int) -> list[str]:
-    """A compose command as it runs here: this repo, loopback, a free port, the venv's mage."""
-    assert command[0] == "mage", command
+    """A compose command as it runs here: this repo, loopback, a free port, the venv's Python."""
+    assert command[:3] == MAGE, command
     args = [str(ROOT) if a == CONTAINER_PROJECT else "127.0.0.1" if a == "0.0.0.0" else a
             for a in command[1:]]
     args[args.index("--port") + 1] = str(port)
-    return [str(Path(sys.executable).parent / "mage"), *args]
+    return [sys.executable, *args]
 
 
 def native_environment(service: dict, stand_ins: dict[str, str]) -> dict[str, str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deployment import CONTAINER_PROJECT, compose, option
+from deployment import CONTAINER_PROJECT, MAGE, compose, option
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = {"data_loader": "data_loaders", "transformer": "transformers",
@@ -128,7 +128,7 @@ def test_docker_compose_refers_to_what_exists():
     assert f"WORKDIR {CONTAINER_PROJECT}\n" in (ROOT / "Dockerfile").read_text()
     for name, instance_type in (("mage-web", "web_server"), ("mage-scheduler", "scheduler")):
         command = services[name]["command"]
-        assert command[:3] == ["mage", "start", CONTAINER_PROJECT], command
+        assert command[:5] == [*MAGE, "start", CONTAINER_PROJECT], command
         assert option(command, "--instance-type") == instance_type
         assert services[name]["build"] == "." and services[name]["env_file"] == ".env"
         assert services[name]["environment"]["REQUIRE_USER_AUTHENTICATION"] == "1"
