@@ -16,7 +16,6 @@
    next run on the machine, which takes it over at once (``_bind_lease``; for a run of Mage's
    scheduler, once its process group is gone: ``_scheduler_group``). Nothing is published
    while a loaded version has not passed gate 1.
-   ``build_and_publish`` runs the same three steps in one call, dbt as a subprocess.
 
 Results are committed before anything raises: they are the evidence of why nothing was published.
 Everything runs on the configured warehouse (``warehouse.writer()``), in portable SQL.
@@ -252,20 +251,6 @@ def store_failed_build(run_id: str) -> int:
             _give_up_lease(db, conn, run_id)
             shutil.rmtree(target, ignore_errors=True)
     return stored
-
-
-def build_and_publish(run_id: str, select: str | None = None) -> dict:
-    """The pipeline's write-audit-publish in one call: ``plan_build``, ``dbt build`` with the
-    planned arguments (as a subprocess, where the pipeline runs Mage's dbt block), and
-    ``publish_build``; ``store_failed_build`` when dbt fails, which then raises with its output."""
-    plan = plan_build(run_id, select)
-    if not plan["up_to_date"]:
-        try:
-            transform.run_dbt("build", *shlex.split(plan["dbt_args"]))
-        except RuntimeError:
-            store_failed_build(run_id)
-            raise
-    return publish_build(plan)
 
 
 def _record_success(db, conn, run_id: str) -> None:

@@ -13,13 +13,14 @@ from decimal import Decimal
 
 import pytest
 from conftest import query
+from support.file_drops import expected_latest
 
 from mage_project import config, transform
 from mage_project.landing import LandingZone
 from mage_project.pipelines import user_activity
 from mage_project.pipelines.file_drops import load_new_files
 from mage_project.sources.activity_simulator import ActivitySimulator, generate_events
-from mage_project.sources.file_drops import expected_latest, write_drops
+from mage_project.sources.file_drops import write_drops
 from mage_project.transform import run_dbt
 
 pytestmark = pytest.mark.integration

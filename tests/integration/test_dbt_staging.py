@@ -1,5 +1,5 @@
 """dbt staging models on PostgreSQL: the latest version of every key, from the raw file loads,
-checked against the generator's independent reference (file_drops.expected_latest)."""
+checked against the generator's independent reference (support.file_drops.expected_latest)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from decimal import Decimal
 
 import pytest
 from conftest import query
+from support.file_drops import expected_latest
 
 from mage_project import config
 from mage_project.landing import LandingZone
 from mage_project.pipelines.file_drops import load_new_files
-from mage_project.sources.file_drops import expected_latest, write_drops
+from mage_project.sources.file_drops import write_drops
 from mage_project.transform import run_dbt
 
 pytestmark = pytest.mark.integration

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 from conftest import query
+from support.write_audit_publish import build_and_publish
 
 from mage_project import config
 from mage_project.landing import LandingZone
@@ -33,7 +34,7 @@ def build_warehouse(monkeypatch, kind: str) -> None:
     assert user_activity.load(user_activity.validate(user_activity.fetch(**window)))[
         "status"] == "success"
     assert quality_gates.check_raw_file_drops(f"gate-{kind}")["failed_error"] == []
-    assert quality_gates.build_and_publish(f"build-{kind}")["published"] is True
+    assert build_and_publish(f"build-{kind}")["published"] is True
 
 
 def marts(cursor_of) -> dict[str, tuple[list[str], list[tuple]]]:

@@ -2,7 +2,7 @@
 the API simulator and the fakesnow stand-in, through the real connector, with the same outcomes
 as on PostgreSQL (test_user_activity_pipeline.py).
 
-Expected rows come from the independent oracle in tests/support.py.
+Expected rows come from the independent oracle in tests/support/.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from datetime import date
 import pytest
 from conftest import query
 from psycopg2 import sql
+from support.write_audit_publish import build_and_publish
 
 from mage_project import config, transform
 from mage_project import warehouse as warehouses
@@ -17,7 +18,6 @@ from mage_project.landing import LandingZone
 from mage_project.pipelines.file_drops import load_new_files
 from mage_project.pipelines.quality_gates import (
     QualityGateFailed,
-    build_and_publish,
     check_raw_file_drops,
     plan_build,
     publish_build,

@@ -46,8 +46,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 from psycopg2 import sql
+from support.file_drops import expected_latest
 
-from mage_project.sources.file_drops import expected_latest, write_drops
+from mage_project.sources.file_drops import write_drops
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -38,10 +38,11 @@ import pytest
 import yaml
 from conftest import ROOT, query, run_cli
 from support import END, START, expected_rows, free_port, loaded_rows, stop_group
+from support.file_drops import expected_latest
 
 from mage_project import config, runs
 from mage_project.landing import LandingZone
-from mage_project.sources.file_drops import expected_latest, write_drops
+from mage_project.sources.file_drops import write_drops
 from mage_project.warehouse import postgres
 
 DROPS = (date(2026, 11, 1), date(2026, 11, 3))  # the file drops' days: [start, end)

@@ -26,10 +26,11 @@ import pytest
 from conftest import ROOT, _admin, query, run_cli
 from psycopg2 import sql
 from support import SIM, expected_rows, loaded_rows
+from support.file_drops import expected_latest
 
 from mage_project.landing import LandingZone
 from mage_project.sources.activity_simulator import generate_events
-from mage_project.sources.file_drops import expected_latest, write_drops
+from mage_project.sources.file_drops import write_drops
 
 NEW_YORK = "America/New_York"
 # New York's 30 and 31 October and 1 November, as a user there types them: 73 hours, the last

@@ -1,5 +1,10 @@
-"""Shared test helpers: the independent oracle of expected rows, an SMTP sink, and stopping a
-process group."""
+"""Shared test helpers: the independent oracle of the activity API's expected rows, an SMTP
+sink, and stopping a process group. Beside it, code only the tests call:
+
+- ``support.file_drops``: the oracle of the file drops (``expected_latest``);
+- ``support.write_audit_publish``: warehouse_elt's write-audit-publish in one call, through the
+  functions its blocks call (``build_and_publish``).
+"""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from support.file_drops import expected_latest
 
 from mage_project.landing import LandingZone
 from mage_project.sources.activity_simulator import (
@@ -26,7 +27,6 @@ from mage_project.sources.file_drops import (
     CUSTOMERS,
     PAYMENTS,
     customer_snapshot,
-    expected_latest,
     generate_day,
     main,
     render_csv,
