@@ -37,10 +37,15 @@ from mage_ai.orchestration.queue.process_queue import (
 )
 
 POLL_SECONDS = 1.0
+NOTICE = f"block runs are queued through {__name__}.ProcessQueue"
 
 
 class ProcessQueue(process_queue.ProcessQueue):
     """Mage's ``ProcessQueue`` whose pool and ``has_job`` trust the job dict, not ``empty()``."""
+
+    def __init__(self, queue_config) -> None:
+        super().__init__(queue_config)
+        print(NOTICE, flush=True)  # in the scheduler's log: which queue this Mage runs
 
     def enqueue(self, job_id: str, target, *args, **kwargs) -> None:
         if self.status != QueueStatus.ACTIVE:

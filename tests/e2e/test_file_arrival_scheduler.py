@@ -129,7 +129,7 @@ def scheduler(project: Path, env: dict, log: Path, mage_data: Path):
     with open(log, "w") as out:
         # Its own process group: Mage runs each block run in a child that must stop with it.
         proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mage"), "start", str(project),
+            [sys.executable, "-m", "mage_project.mage_cli", "start", str(project),
              "--instance-type", "scheduler", "--host", "127.0.0.1", "--port", str(free_port())],
             cwd=log.parent, env=env, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -212,6 +212,9 @@ def test_sensor_holds_the_scheduled_run_until_a_file_drops_then_it_loads(
         assert waited < 60 + 90, f"the run took {waited:.0f} s after the file dropped"
         # One empty poll, then the one that saw the file.
         assert empty_polls(mage_data) == 1
+        # Block runs went through the project's queue, not Mage 0.9.80's (which can run the
+        # sensor twice, or leave a block queued forever).
+        assert "block runs are queued through mage_project.mage_queue.ProcessQueue" in log.read_text()
 
     assert len(rows) > 100
     expected = {(int(r["customer_id"]), r["email"], r["updated_at"], key, n)

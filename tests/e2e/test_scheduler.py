@@ -82,7 +82,7 @@ def test_scheduler_run_failure_emails_the_alert_and_records_the_run(warehouse, t
         with open(log, "w") as out:
             # Its own process group: Mage starts workers that must stop with it.
             scheduler = subprocess.Popen(
-                [str(Path(sys.executable).parent / "mage"), "start", str(project),
+                [sys.executable, "-m", "mage_project.mage_cli", "start", str(project),
                  "--instance-type", "scheduler", "--host", "127.0.0.1", "--port", str(free_port())],
                 cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -11,21 +11,23 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from conftest import ROOT
+from mage_ai.orchestration.queue.config import QueueConfig
+from mage_ai.orchestration.queue.process_queue import JobStatus
+from mage_ai.orchestration.queue.process_queue import ProcessQueue as MageProcessQueue
 
-# Mage reads its data directory when first imported; its workers open its database there.
-os.environ.setdefault("MAGE_DATA_DIR", tempfile.mkdtemp(prefix="mage-queue-test-"))
+from mage_project import mage_cli
+from mage_project.mage_queue import ProcessQueue
 
-from mage_ai.orchestration.queue.config import QueueConfig  # noqa: E402
-from mage_ai.orchestration.queue.process_queue import JobStatus  # noqa: E402
-from mage_ai.orchestration.queue.process_queue import ProcessQueue as MageProcessQueue  # noqa: E402
 
-from mage_project import mage_cli  # noqa: E402
-from mage_project.mage_queue import ProcessQueue  # noqa: E402
+@pytest.fixture(autouse=True)
+def mage_data_dir(monkeypatch, tmp_path):
+    """Where the workers (forked from this process) keep Mage's database."""
+    monkeypatch.setenv("MAGE_DATA_DIR", str(tmp_path / "mage"))
 
 
 def record(path: str, seconds: float = 0.0) -> None:
