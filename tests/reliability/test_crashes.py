@@ -20,16 +20,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 from conftest import ROOT, query
-from support import END, expected_rows, loaded_rows
+from support import END, expected_rows, free_port, loaded_rows
 
 from mage_project import config
 from mage_project.entities import USER_ACTIVITY as ENTITY
@@ -42,9 +46,11 @@ from .conftest import (
     Commit,
     CopyData,
     Drops,
+    Proxy,
     Query,
     Run,
     ServerBytes,
+    _pg_socket,
     assert_elt_complete,
     expected_marts,
     finished,
@@ -416,3 +422,70 @@ def test_the_lease_of_a_scheduled_run_is_kept_while_a_process_of_its_group_lives
         kill_group(scheduler)
     assert quality_gates.plan_build("next")["up_to_date"] is False
     assert lease_holder(warehouse) == "next"
+
+
+def warehouse_elt_once(target: Path) -> Path:
+    """A copy of the project with only warehouse_elt, whose one trigger fires at once and does
+    not wait for files."""
+    target.mkdir()
+    for name in ("metadata.yaml", "io_config.yaml", "data_loaders", "transformers",
+                 "data_exporters", "callbacks", "conditionals", "sensors", "dbt"):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, target / name, ignore=shutil.ignore_patterns(
+                "__pycache__", "target", "logs"))
+        else:
+            shutil.copy(ROOT / name, target / name)
+    pipeline = target / "pipelines" / "warehouse_elt"
+    shutil.copytree(ROOT / "pipelines" / "warehouse_elt", pipeline,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (pipeline / "triggers.yaml").write_text(yaml.safe_dump({"triggers": [{
+        "name": "once_now", "schedule_type": "time", "schedule_interval": "@once",
+        "start_time": (datetime.now(UTC) - timedelta(minutes=1)).replace(microsecond=0),
+        "status": "active", "variables": {"wait_for_files": False}}]}))
+    return target
+
+
+@pytest.mark.reliability
+def test_mages_scheduler_keeps_its_runs_lease_while_it_lives_and_loses_it_when_killed(
+        warehouse, no_waiting, tmp_path):
+    """``mage start --instance-type scheduler`` runs warehouse_elt; a proxy holds the dbt
+    block's first query, after the plan's block process took the lease and ended. While the
+    scheduler lives, the next run is refused, naming the scheduled run; once the scheduler's
+    process group is SIGKILLed (as a crash or a reboot ends it), the next run takes the lease
+    over at once."""
+    proxy = Proxy(_pg_socket(os.environ["POSTGRES_HOST"], int(os.environ["POSTGRES_PORT"])),
+                  postgres=True)
+    dbt_starts = proxy.arm(Query(r'"app": "dbt"', "hold"))  # dbt's comment on every query
+    project = warehouse_elt_once(tmp_path / "project")
+    env = {**os.environ, "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(proxy.port),
+           "MAGE_DATA_DIR": str(tmp_path / "mage")}
+    with open(tmp_path / "scheduler.log", "w") as out:
+        scheduler = subprocess.Popen(
+            [sys.executable, "-m", "mage_project.mage_cli", "start", str(project),
+             "--instance-type", "scheduler", "--host", "127.0.0.1", "--port", str(free_port())],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        try:
+            dbt_starts.wait(timeout=180)
+        except AssertionError:
+            raise AssertionError((tmp_path / "scheduler.log").read_text()[-6000:]) from None
+        holder = lease_holder(warehouse)
+        run = int(holder.removeprefix("mage-"))
+        database = next((tmp_path / "mage").rglob("mage-ai.db"))  # Mage's own, SQLite
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as mage:
+            assert mage.execute("select status from pipeline_run where id = ?", (run,)
+                                ).fetchall() == [("RUNNING",)]  # enum names
+            assert dict(mage.execute("select block_uuid, status from block_run"
+                                     " where pipeline_run_id = ?", (run,)).fetchall()) == {
+                "detect_landing_file_drops": "COMPLETED", "load_landing_file_drops": "COMPLETED",
+                "check_raw_quality_file_drops": "COMPLETED", "plan_marts_build": "COMPLETED",
+                "build_dbt_warehouse": "RUNNING", "publish_marts": "INITIAL"}
+        with pytest.raises(RunLockError, match=rf"another run \({holder}\) is building the marts"):
+            quality_gates.plan_build("next")
+        kill_group(scheduler)
+        dbt_starts.connection.close()  # as the dead dbt's socket would be
+        assert quality_gates.plan_build("next")["up_to_date"] is False
+        assert lease_holder(warehouse) == "next"
+    finally:
+        kill_group(scheduler)
+        proxy.close()
