@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from mage_project import config, transform
 from mage_project.pipeline_metadata import refresh_git_index
@@ -43,10 +42,11 @@ def main() -> int:
         env = editor_environment()
         print(f"activity API: {url}\nMage editor: http://{host}:{port} "
               f"(login {env['DEFAULT_OWNER_EMAIL']})", flush=True)
-        mage = Path(sys.executable).parent / "mage"
+        # Mage's command line with the project's fix to its queue (mage_project/mage_queue.py).
         # Same process group: Ctrl-C (or a signal to the group) stops Mage's workers too.
         proc = subprocess.Popen(
-            [str(mage), "start", str(config.PROJECT_ROOT), "--host", host, "--port", port],
+            [sys.executable, "-m", "mage_project.mage_cli", "start", str(config.PROJECT_ROOT),
+             "--host", host, "--port", port],
             env=env,
         )
         signal.signal(signal.SIGTERM, lambda *_: proc.terminate())

@@ -499,7 +499,7 @@ def test_a_scheduler_run_and_a_command_line_run_of_one_window_load_it_once(wareh
     with open(log, "w") as out:
         # Its own process group: Mage runs each block run in a child that must stop with it.
         scheduler = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mage"), "start", str(project), "--instance-type",
+            [sys.executable, "-m", "mage_project.mage_cli", "start", str(project), "--instance-type",
              "scheduler", "--host", "127.0.0.1", "--port", str(free_port())],
             cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     # A third writer holds the write lock until both runs wait for it: then they load together.
