@@ -1,0 +1,530 @@
+"""Data products, read from their contracts: ``contracts/<domain>/<product>.yaml``.
+
+Each contract is in the Open Data Contract Standard v3.1.0 (ODCS) and is the truth about its
+product: the tables and their columns, who owns it, its quality rules, its service levels and,
+in ``customProperties`` (what the standard has no field for), the Mage pipelines and dbt models
+that produce it, where its alerts go and its run success-rate objective. Everything else
+(pipeline tags, the catalogue, later the run-time checks) is derived from or checked against it.
+
+``load_products`` validates every contract against the vendored ODCS JSON schema
+(``contracts/schema/``, Draft 2019-09) and then against this project's own rules for contracts
+(``PROFILE``: the fields the platform relies on), and hands on frozen ``Product`` objects. A
+contract that breaks either raises one ``ContractError`` naming the file and, per violation, its
+JSON path and message; a file that is not YAML names the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft201909Validator
+
+from mage_project.config import PROJECT_ROOT
+
+CONTRACTS = Path("contracts")
+SCHEMA = CONTRACTS / "schema" / "odcs-json-schema-v3.1.0.json"
+API_VERSION = "v3.1.0"
+CLASSIFICATIONS = ("public", "internal", "confidential", "pii")
+OWNER_ROLE = "owner"
+
+_SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
+_EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+_NAME = r"^[a-z][a-z0-9_]*$"
+_ENV_VAR = r"^[A-Z][A-Z0-9_]*$"
+
+# What this platform needs of a contract beyond the standard: ODCS leaves these optional (or free
+# text), the catalogue, the tags and the checks cannot do without them.
+_CUSTOM_PROPERTIES = {
+    "pipelines": {"type": "array", "minItems": 1, "uniqueItems": True,
+                  "items": {"type": "string", "pattern": _NAME}},
+    "dbtModels": {"type": "array", "uniqueItems": True, "items": {"type": "string", "pattern": _NAME}},
+    "alertRoutes": {
+        "type": "array", "minItems": 1,
+        "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["name", "email", "pagerdutyRoutingKeyEnv"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1},
+                "email": {"type": "string", "pattern": _EMAIL},
+                # The NAME of the variable that holds the routing key: never the key itself.
+                "pagerdutyRoutingKeyEnv": {"type": "string", "pattern": _ENV_VAR},
+            },
+        },
+    },
+    "successRateObjective": {
+        "type": "object", "additionalProperties": False, "required": ["target", "window"],
+        "properties": {
+            "target": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "window": {"type": "string", "pattern": r"^[1-9]\d*d$"},
+        },
+    },
+}
+REQUIRED_SLA_PROPERTIES = ("frequency", "latency", "retention")
+
+PROFILE = {
+    "$schema": "https://json-schema.org/draft/2019-09/schema",
+    "type": "object",
+    "required": ["name", "domain", "dataProduct", "team", "description", "schema",
+                 "slaProperties", "customProperties"],
+    "properties": {
+        "apiVersion": {"const": API_VERSION},
+        "version": {"type": "string", "pattern": _SEMVER},
+        "domain": {"type": "string", "pattern": _NAME},
+        "dataProduct": {"type": "string", "pattern": _NAME},
+        "team": {
+            "type": "object", "required": ["name", "members"],
+            "properties": {"name": {"type": "string", "minLength": 1},
+                           "members": {"type": "array", "minItems": 1}},
+        },
+        "schema": {
+            "type": "array", "minItems": 1,
+            "items": {
+                "type": "object", "required": ["name", "physicalName", "physicalType", "properties"],
+                "properties": {
+                    # Schema-qualified, as the warehouse names it: raw.user_activity.
+                    "physicalName": {"type": "string", "pattern": r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$"},
+                    "physicalType": {"enum": ["table", "view"]},
+                    "properties": {
+                        "type": "array", "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "logicalType", "physicalType", "classification",
+                                         "description"],
+                            "properties": {"classification": {"enum": list(CLASSIFICATIONS)}},
+                        },
+                    },
+                },
+            },
+        },
+        "slaProperties": {"type": "array", "minItems": 1},
+        "customProperties": {"type": "array"},
+    },
+}
+
+
+class ContractError(ValueError):
+    """A contract that cannot be read or breaks the standard or the project's rules for contracts.
+
+    ``violations`` holds ``(json_path, message)`` pairs; ``line`` the YAML line of a syntax error.
+    """
+
+    def __init__(self, path: Path | str, violations: Iterable[tuple[str, str]], line: int | None = None):
+        self.path = str(path)
+        self.violations = list(violations)
+        self.line = line
+        where = f"{self.path}:{line}" if line else self.path
+        if len(self.violations) == 1 and line:
+            message = f"{where}: {self.violations[0][1]}"
+        else:
+            lines = "\n".join(f"  {p}: {m}" for p, m in self.violations)
+            message = (f"{where}: {len(self.violations)} violation(s) of ODCS {API_VERSION} "
+                       f"and the project's contract rules:\n{lines}")
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    logical_type: str
+    physical_type: str
+    classification: str
+    required: bool = False
+    unique: bool = False
+    primary_key: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class QualityRule:
+    name: str
+    table: str  # schema.table
+    column: str | None  # None for a rule on the whole table
+    type: str  # ODCS quality type: library, sql, custom, text
+    severity: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str  # schema.table
+    columns: tuple[Column, ...]
+    quality: tuple[QualityRule, ...] = ()
+    description: str = ""
+
+    @property
+    def schema(self) -> str:
+        return self.name.partition(".")[0]
+
+    @property
+    def table(self) -> str:
+        return self.name.partition(".")[2]
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def classifications(self) -> dict[str, str]:
+        return {c.name: c.classification for c in self.columns}
+
+
+@dataclass(frozen=True)
+class Slo:
+    property: str  # an ODCS slaProperties property: frequency, latency, retention, ...
+    value: object
+    unit: str | None = None
+    element: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class SuccessRateObjective:
+    target: float  # share of scheduled runs that succeed, 0 < target <= 1
+    window: str  # e.g. "30d"
+
+
+@dataclass(frozen=True)
+class AlertRoute:
+    name: str
+    email: str
+    pagerduty_routing_key_env: str  # the environment variable's name, never its value
+
+
+@dataclass(frozen=True)
+class Trigger:
+    pipeline: str
+    name: str
+    schedule_interval: str | None
+    sla_seconds: int | None
+
+
+@dataclass(frozen=True)
+class Product:
+    domain: str
+    product: str
+    version: str
+    status: str
+    id: str
+    contract: str  # the contract's path, relative to the project root
+    owner: str  # the owning team
+    owner_email: str
+    tables: tuple[Table, ...]
+    pipelines: tuple[str, ...]
+    dbt_models: tuple[str, ...]
+    triggers: tuple[Trigger, ...]  # derived: the pipelines' triggers.yaml
+    slos: tuple[Slo, ...]
+    success_rate_objective: SuccessRateObjective
+    alert_routes: tuple[AlertRoute, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.domain}/{self.product}"
+
+    @property
+    def table_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tables)
+
+    def table(self, name: str) -> Table:
+        for table in self.tables:
+            if table.name == name:
+                return table
+        raise KeyError(f"{self.key} declares no table {name}")
+
+    @property
+    def tags(self) -> tuple[str, str]:
+        """The Mage pipeline tags that say a pipeline serves this product."""
+        return f"domain:{self.domain}", f"product:{self.product}"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+@cache
+def _odcs_validator(root: Path) -> Draft201909Validator:
+    schema = json.loads((root / SCHEMA).read_text(encoding="utf-8"))
+    return Draft201909Validator(schema)
+
+
+_PROFILE_VALIDATOR = Draft201909Validator(PROFILE)
+
+
+def _violations(validator: Draft201909Validator, document: object,
+                prefix: str = "$") -> list[tuple[str, str]]:
+    found = []
+    for error in validator.iter_errors(document):
+        message = error.message if len(error.message) <= 300 else error.message[:297] + "..."
+        found.append((prefix + error.json_path[1:], message))
+    return found
+
+
+def _read(path: Path, shown: str) -> dict:
+    try:
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark else None
+        problem = error.problem or error.context or str(error)
+        raise ContractError(shown, [("$", f"not valid YAML: {problem}")], line=line) from error
+    except yaml.YAMLError as error:
+        raise ContractError(shown, [("$", f"not valid YAML: {error}")]) from error
+    if not isinstance(document, dict):
+        raise ContractError(shown, [("$", "a contract is a YAML mapping")])
+    return document
+
+
+def _custom_properties(document: dict) -> tuple[dict, list[tuple[str, str]]]:
+    values, problems = {}, []
+    for index, item in enumerate(document.get("customProperties") or []):
+        if not isinstance(item, dict) or "property" not in item:
+            continue  # the standard's schema already says what is wrong with it
+        name = item["property"]
+        if name in values:
+            problems.append((f"$.customProperties[{index}].property", f"{name!r} given twice"))
+            continue
+        values[name] = item.get("value")
+        if name in _CUSTOM_PROPERTIES:
+            problems += _violations(Draft201909Validator(_CUSTOM_PROPERTIES[name]), item.get("value"),
+                                    prefix=f"$.customProperties[{index}].value")
+    for name in _CUSTOM_PROPERTIES:
+        if name not in values:
+            problems.append(("$.customProperties", f"no {name!r} custom property"))
+    return values, problems
+
+
+def _owner_email(document: dict) -> tuple[str | None, list[tuple[str, str]]]:
+    members = (document.get("team") or {}).get("members") or []
+    for member in members:
+        if (isinstance(member, dict) and member.get("role") == OWNER_ROLE
+                and re.match(_EMAIL, str(member.get("username", "")))):
+            return member["username"], []
+    return None, [("$.team.members", f"no member with role {OWNER_ROLE!r} and an e-mail as username")]
+
+
+def _sla_problems(document: dict) -> list[tuple[str, str]]:
+    declared = {p.get("property") for p in document.get("slaProperties") or [] if isinstance(p, dict)}
+    return [("$.slaProperties", f"no {name!r} SLA property")
+            for name in REQUIRED_SLA_PROPERTIES if name not in declared]
+
+
+def _path_problems(document: dict, relative: Path) -> list[tuple[str, str]]:
+    expected = CONTRACTS / str(document.get("domain")) / f"{document.get('dataProduct')}.yaml"
+    if relative != expected:
+        return [("$", f"a contract of domain {document.get('domain')!r} and dataProduct "
+                      f"{document.get('dataProduct')!r} belongs at {expected}")]
+    return []
+
+
+def _triggers(root: Path, pipelines: Iterable[str]) -> tuple[list[Trigger], list[str]]:
+    triggers, missing = [], []
+    for pipeline in pipelines:
+        folder = root / "pipelines" / pipeline
+        if not (folder / "metadata.yaml").is_file():
+            missing.append(pipeline)
+            continue
+        path = folder / "triggers.yaml"
+        declared = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+        for trigger in declared.get("triggers") or []:
+            triggers.append(Trigger(pipeline=pipeline, name=trigger["name"],
+                                    schedule_interval=trigger.get("schedule_interval"),
+                                    sla_seconds=trigger.get("sla")))
+    return triggers, missing
+
+
+def _table(obj: dict) -> Table:
+    name = obj["physicalName"]
+    columns, quality = [], []
+    for rule in obj.get("quality") or []:
+        quality.append(_rule(rule, name, None))
+    for prop in obj["properties"]:
+        columns.append(Column(
+            name=prop["name"], logical_type=prop["logicalType"], physical_type=prop["physicalType"],
+            classification=prop["classification"], required=prop.get("required", False),
+            unique=prop.get("unique", False), primary_key=prop.get("primaryKey", False),
+            description=prop.get("description", "").strip()))
+        for rule in prop.get("quality") or []:
+            quality.append(_rule(rule, name, prop["name"]))
+    return Table(name=name, columns=tuple(columns), quality=tuple(quality),
+                 description=(obj.get("description") or "").strip())
+
+
+def _rule(rule: dict, table: str, column: str | None) -> QualityRule:
+    kind = rule.get("type", "library")
+    return QualityRule(name=rule.get("name") or f"{table}.{column or ''}:{rule.get('metric', kind)}",
+                       table=table, column=column, type=kind, severity=rule.get("severity", "error"),
+                       description=(rule.get("description") or "").strip())
+
+
+def load_contract(path: Path, root: Path = PROJECT_ROOT) -> Product:
+    """The product of one contract file, validated; ``ContractError`` names every violation."""
+    path = Path(path)
+    absolute = path if path.is_absolute() else root / path
+    try:
+        relative = absolute.resolve().relative_to(root.resolve())
+    except ValueError:
+        relative = absolute
+    document = _read(absolute, str(relative))
+    problems = _violations(_odcs_validator(root), document)
+    # The root forbids unknown fields twice (additionalProperties and unevaluatedProperties): once is enough.
+    unknown = {p for p, m in problems if m.startswith("Additional properties")}
+    problems = [(p, m) for p, m in problems
+                if not (p in unknown and m.startswith("Unevaluated properties"))]
+    problems += _violations(_PROFILE_VALIDATOR, document)
+    custom, custom_problems = _custom_properties(document)
+    owner_email, owner_problems = _owner_email(document)
+    problems += custom_problems + owner_problems + _sla_problems(document)
+    problems += _path_problems(document, relative)
+    triggers: list[Trigger] = []
+    if isinstance(custom.get("pipelines"), list):
+        triggers, missing = _triggers(root, custom["pipelines"])
+        index = next(i for i, p in enumerate(document["customProperties"])
+                     if isinstance(p, dict) and p.get("property") == "pipelines")
+        problems += [(f"$.customProperties[{index}].value",
+                      f"pipeline {name!r} does not exist (no pipelines/{name}/metadata.yaml)")
+                     for name in missing]
+    if problems:
+        raise ContractError(relative, sorted(dict.fromkeys(problems)))
+    objective = custom["successRateObjective"]
+    return Product(
+        domain=document["domain"], product=document["dataProduct"], version=document["version"],
+        status=document["status"], id=document["id"], contract=str(relative),
+        owner=document["team"]["name"], owner_email=owner_email,
+        tables=tuple(_table(obj) for obj in document["schema"]),
+        pipelines=tuple(custom["pipelines"]), dbt_models=tuple(custom["dbtModels"]),
+        triggers=tuple(triggers),
+        slos=tuple(Slo(property=p["property"], value=p["value"], unit=p.get("unit"),
+                       element=p.get("element"), description=(p.get("description") or "").strip())
+                   for p in document["slaProperties"]),
+        success_rate_objective=SuccessRateObjective(target=objective["target"], window=objective["window"]),
+        alert_routes=tuple(AlertRoute(name=r["name"], email=r["email"],
+                                      pagerduty_routing_key_env=r["pagerdutyRoutingKeyEnv"])
+                           for r in custom["alertRoutes"]),
+    )
+
+
+def contract_paths(root: Path = PROJECT_ROOT) -> list[Path]:
+    """Every contract file under ``contracts/`` (the vendored schema folder is not one)."""
+    folder = root / CONTRACTS
+    return sorted(p for p in folder.rglob("*.yaml")
+                  if (root / SCHEMA).parent not in p.parents)
+
+
+def load_products(root: Path = PROJECT_ROOT) -> tuple[Product, ...]:
+    """Every product of the project, by domain and name; ``ContractError`` on the first bad contract,
+    or when two contracts claim the same product name or the same table."""
+    products = sorted((load_contract(p, root) for p in contract_paths(root)),
+                      key=lambda p: (p.domain, p.product))
+    seen_names: dict[str, Product] = {}
+    seen_tables: dict[str, Product] = {}
+    for product in products:
+        if product.product in seen_names:
+            # Mage's tags name the product without its domain: the name is unique project-wide.
+            raise ContractError(product.contract, [("$.dataProduct", (
+                f"product {product.product!r} is already {seen_names[product.product].key} "
+                f"({seen_names[product.product].contract})"))])
+        seen_names[product.product] = product
+        for index, table in enumerate(product.tables):
+            if table.name in seen_tables:
+                raise ContractError(product.contract, [(f"$.schema[{index}].physicalName", (
+                    f"{table.name} already belongs to {seen_tables[table.name].key} "
+                    f"({seen_tables[table.name].contract}): a table belongs to one product"))])
+            seen_tables[table.name] = product
+    return tuple(products)
+
+
+def pipeline_tags(products: Iterable[Product]) -> dict[str, tuple[str, ...]]:
+    """Pipeline -> the ``domain:`` and ``product:`` tags its metadata.yaml carries, from the contracts."""
+    tags: dict[str, set[str]] = {}
+    for product in products:
+        for pipeline in product.pipelines:
+            tags.setdefault(pipeline, set()).update(product.tags)
+    return {pipeline: tuple(sorted(found, key=lambda t: (not t.startswith("domain:"), t)))
+            for pipeline, found in sorted(tags.items())}
+
+
+def catalogue(products: Iterable[Product]) -> list[dict]:
+    """The products as JSON-ready objects, one per product (``products --json``)."""
+    return [{
+        "domain": p.domain,
+        "product": p.product,
+        "version": p.version,
+        "status": p.status,
+        "id": p.id,
+        "contract": p.contract,
+        "owner": p.owner,
+        "owner_email": p.owner_email,
+        "tables": list(p.table_names),
+        "pipelines": list(p.pipelines),
+        "dbt_models": list(p.dbt_models),
+        "triggers": [{"pipeline": t.pipeline, "name": t.name, "schedule_interval": t.schedule_interval,
+                      "sla_seconds": t.sla_seconds} for t in p.triggers],
+        "slos": [{"property": s.property, "value": s.value, "unit": s.unit, "element": s.element}
+                 for s in p.slos],
+        "success_rate_objective": {"target": p.success_rate_objective.target,
+                                   "window": p.success_rate_objective.window},
+        "alert_routes": [{"name": r.name, "email": r.email,
+                          "pagerduty_routing_key_env": r.pagerduty_routing_key_env}
+                         for r in p.alert_routes],
+    } for p in products]
+
+
+def _duration(seconds: int | None) -> str:
+    if not seconds:
+        return "none"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def catalogue_text(products: Iterable[Product]) -> str:
+    """The products as a table, then what each one promises (``products``)."""
+    products = list(products)
+    header = ("DOMAIN", "PRODUCT", "VERSION", "STATUS", "OWNER", "OWNER E-MAIL", "TABLES", "PIPELINES")
+    rows = [header] + [(p.domain, p.product, p.version, p.status, p.owner, p.owner_email,
+                        str(len(p.tables)), ", ".join(p.pipelines)) for p in products]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
+             for row in rows]
+    for p in products:
+        slos = [f"{s.property} {s.value}{' ' + s.unit if s.unit else ''}" for s in p.slos]
+        slos.append(f"run success rate {p.success_rate_objective.target:.1%} over "
+                    f"{p.success_rate_objective.window}")
+        details = {
+            "contract": p.contract,
+            "tables": ", ".join(p.table_names),
+            "pipelines": ", ".join(p.pipelines),
+            "dbt models": ", ".join(p.dbt_models) or "none",
+            "triggers": ", ".join(
+                f"{t.pipeline}:{t.name} ({t.schedule_interval}, SLA {_duration(t.sla_seconds)})"
+                for t in p.triggers) or "none",
+            "SLOs": "; ".join(slos),
+            "alert routes": ", ".join(f"{r.name} <{r.email}>, PagerDuty key in ${r.pagerduty_routing_key_env}"
+                                      for r in p.alert_routes),
+        }
+        lines += ["", f"{p.key} {p.version} ({p.status}), owner {p.owner} <{p.owner_email}>"]
+        lines += [f"  {label:<13}{value}" for label, value in details.items()]
+    return "\n".join(lines)
+
+
+def products_command(as_json: bool = False, root: Path = PROJECT_ROOT) -> str:
+    """What ``python -m mage_project products [--json]`` prints; ``ContractError`` when a contract is bad."""
+    products = load_products(root)
+    if as_json:
+        return json.dumps(catalogue(products), indent=2)
+    return catalogue_text(products)
