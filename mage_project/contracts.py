@@ -258,7 +258,8 @@ class _StrictLoader(yaml.SafeLoader):
 @cache
 def _odcs_validator(root: Path) -> Draft201909Validator:
     schema = json.loads((root / SCHEMA).read_text(encoding="utf-8"))
-    return Draft201909Validator(schema)
+    # The standard's "format"s (date, date-time, uri) are assertions here, not annotations.
+    return Draft201909Validator(schema, format_checker=Draft201909Validator.FORMAT_CHECKER)
 
 
 _PROFILE_VALIDATOR = Draft201909Validator(PROFILE)

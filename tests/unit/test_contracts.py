@@ -280,6 +280,30 @@ def test_every_marts_invariant_of_dbt_is_a_quality_rule_of_the_contract(products
         "fct_campaign_performance_date_campaign_is_unique"}  # dbt's unnamed unique(date || campaign)
 
 
+def test_the_products_quality_rules_are_typed_with_their_table_and_column(products):
+    revenue = products["finance/revenue"].table("marts.fct_daily_revenue")
+    assert [(r.name, r.type, r.severity, r.column) for r in revenue.quality] == [
+        ("fct_daily_revenue_net_is_gross_minus_refunds", "sql", "error", None),
+        ("fct_daily_revenue_refunds_within_gross", "sql", "error", None),
+        ("fct_daily_revenue_paying_customers_is_not_negative", "sql", "error", None),
+        ("fct_daily_revenue_net_revenue_only_with_paying_customers", "sql", "error", None),
+        ("fct_daily_revenue_paying_customers_at_most_the_days_customers", "custom", "error", None),
+    ]
+    payments = products["platform/file_drops"].table("raw.billing__payments")
+    assert [(r.name, r.column, r.severity) for r in payments.quality] == [
+        ("billing_payments_updated_after_paid", None, "warning"),
+        ("payment_amount_is_plausible", "amount", "error"),
+        ("payment_status_is_known", "status", "error"),
+    ]
+
+
+def test_a_date_the_standard_formats_is_checked(project):
+    edit(project, "      role: owner\n", "      role: owner\n      dateIn: '15 January 2024'\n")
+    with pytest.raises(ContractError) as raised:
+        contracts.load_contract(project / REVENUE, root=project)
+    assert raised.value.violations == [("$.team.members[0].dateIn", "'15 January 2024' is not a 'date'")]
+
+
 def test_the_campaign_mart_is_unique_on_date_and_campaign_as_dbt_tests(products):
     table = products["marketing/campaign_performance"].table("marts.fct_campaign_performance")
     assert [c.name for c in table.columns if c.primary_key] == ["date", "campaign"]
