@@ -302,7 +302,7 @@ def _custom_properties(document: dict) -> tuple[dict, list[tuple[str, str]]]:
         if name in _CUSTOM_PROPERTIES:
             problems += _violations(Draft201909Validator(_CUSTOM_PROPERTIES[name]), item.get("value"),
                                     prefix=f"$.customProperties[{index}].value")
-    for name in _CUSTOM_PROPERTIES:
+    for name in _CUSTOM_PROPERTIES if isinstance(document.get("customProperties"), list) else ():
         if name not in values:
             problems.append(("$.customProperties", f"no {name!r} custom property"))
     return values, problems
@@ -318,7 +318,9 @@ def _owner_email(document: dict) -> tuple[str | None, list[tuple[str, str]]]:
 
 
 def _sla_problems(document: dict) -> list[tuple[str, str]]:
-    declared = {p.get("property") for p in document.get("slaProperties") or [] if isinstance(p, dict)}
+    if not isinstance(document.get("slaProperties"), list):
+        return []  # the profile already says it is missing
+    declared = {p.get("property") for p in document["slaProperties"] if isinstance(p, dict)}
     return [("$.slaProperties", f"no {name!r} SLA property")
             for name in REQUIRED_SLA_PROPERTIES if name not in declared]
 
