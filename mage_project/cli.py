@@ -149,6 +149,17 @@ def run_command(args: argparse.Namespace) -> int:
     return EXIT_SUCCEEDED
 
 
+def products_command(as_json: bool) -> int:
+    from mage_project import contracts
+
+    try:
+        print(contracts.products_command(as_json=as_json))
+    except contracts.ContractError as error:  # names the file, then each JSON path and message
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    return EXIT_SUCCEEDED
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mage_project", epilog=f"run's {EXIT_CODES}",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -166,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="serve the simulator and ingest the last 3 days")
     sub.add_parser("editor", help="Mage's editor on http://127.0.0.1:6789 for this project")
     sub.add_parser("dbt", help="dbt ARGS on the project and the configured warehouse")
+    products = sub.add_parser("products", help="the data products, their owners, tables, pipelines"
+                                               " and alert routes (contracts/)")
+    products.add_argument("--json", action="store_true", help="one JSON object per product")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["dbt"]:  # everything after it is dbt's
         return transform.dbt_command(argv[1:])
@@ -173,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "run":
         return run_command(args)
+    if args.command == "products":
+        return products_command(args.json)
     if args.command == "editor":
         from mage_project import editor
 

@@ -1,6 +1,8 @@
 """The command-line runner's pure parts, and its refusals: a setting that cannot work exits 2
 naming it, before any service starts."""
 
+import json
+
 import pytest
 from conftest import run_cli
 
@@ -106,3 +108,17 @@ def test_help_documents_every_exit_status(capsys):
         assert f"  {status}  {meaning}" in text, text
     assert "nothing ran" in text
     assert (cli.EXIT_SUCCEEDED, cli.EXIT_FAILED, cli.EXIT_BAD_SETTINGS, cli.EXIT_FILES_FAILED) == (0, 1, 2, 3)
+
+
+def test_products_lists_every_product_from_its_contract(capsys):
+    assert cli.main(["products", "--json"]) == cli.EXIT_SUCCEEDED
+    products = {f"{p['domain']}/{p['product']}": p for p in json.loads(capsys.readouterr().out)}
+    assert sorted(products) == ["finance/revenue", "marketing/campaign_performance",
+                                "platform/file_drops", "product/user_activity"]
+    revenue = products["finance/revenue"]
+    assert (revenue["owner_email"], revenue["tables"], revenue["pipelines"]) == (
+        "finance-data@example.com", ["marts.fct_daily_revenue", "marts.dim_customers"],
+        ["warehouse_elt"])
+    assert cli.main(["products"]) == cli.EXIT_SUCCEEDED
+    text = capsys.readouterr().out
+    assert "PagerDuty key in $PAGERDUTY_ROUTING_KEY_FINANCE" in text
