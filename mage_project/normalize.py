@@ -53,7 +53,7 @@ from pathlib import Path
 
 from mage_project.entities import Entity
 from mage_project.landing import csv_line
-from mage_project.validation import PARSERS, FileCounts, Rejected
+from mage_project.validation import FileCounts, Rejected, value_check
 
 MAX_FIELD_BYTES = 1 << 20  # one field of a row, in bytes as the file holds it (UTF-8)
 RAW_LINE_CHARS = 64 * 1024  # what a reject keeps of its record: the landing file keeps it all
@@ -362,47 +362,80 @@ def _header(record: _Record | None) -> list[str]:
 
 def _normalize(entity: Entity, src: _Source, key: str, valid_path: Path,
                rejects_path: Path) -> FileCounts:
-    policy = entity.drift
-    names = entity.column_names
-    counts = FileCounts(key=key)
+    """The file's header, what it drifted from the declaration, then every row checked and
+    written to the valid or the rejects file; the counts, with the drift."""
     records = _Records(src, MAX_HEADER_BYTES)
     rows = iter(records)
     header = _header(next(rows, None))
-    width = len(header)
     # A record of more bytes than this has a field over the limit (a quoted field takes at most
     # twice its size plus two quotes and a comma).
-    records.keep = width * (2 * MAX_FIELD_BYTES + 3) + 2
+    records.keep = len(header) * (2 * MAX_FIELD_BYTES + 3) + 2
+    shape = _HeaderDrift.of(entity, header)
+    counts = FileCounts(key=key)
+    check_row = _row_check(entity, header, shape.reason)
+    _write_rows(rows, check_row, entity, shape, counts, valid_path, rejects_path)
+    for (kind, _action), columns in shape.drift.items():
+        for column, rows_ in columns.items():
+            counts.drift.setdefault(kind, {}).setdefault(column, 0)
+            counts.drift[kind][column] += rows_
+    counts.notes = _drift_notes(shape.drift)
+    return counts
 
-    missing = [n for n in names if n not in header]
-    required_missing = [c.name for c in entity.columns if c.required and c.name in missing]
-    if missing and (policy.missing_field == "freeze" or required_missing):
-        which = f"{missing}" if policy.missing_field == "freeze" else f"the required {required_missing}"
-        raise UnreadableFile(f"the header lacks {which} (it has {header})")
-    extra = [h for h in header if h not in names]
-    if extra and policy.unknown_field == "freeze":
-        raise UnreadableFile(f"the header has the undeclared columns {extra} (it has {header};"
-                             " unknown_field is freeze)")
-    # {(kind, action): {column: rows}}, action one of "ignored", "NULL", "rejected".
-    drift: dict[tuple[str, str], Counter] = {}
-    # Header drift is noted even when no row loads: the file changed shape all the same.
-    for kind, columns in (("unknown_field", extra), ("missing_field", missing)):
-        for name in columns:  # (freeze failed the file above)
-            action = {"discard_value": "ignored" if kind == "unknown_field" else "NULL",
-                      "discard_row": "rejected"}[getattr(policy, kind)]
-            drift.setdefault((kind, action), Counter())[name] += 0
-    # Header drift under discard_row: every row that gets that far is rejected for it.
-    header_reason = None
-    if extra and policy.unknown_field == "discard_row":
-        header_reason = (f"{extra[0]} is not a declared column (unknown_field is discard_row)",
-                         ("unknown_field", extra[0]))
-    elif missing and policy.missing_field == "discard_row":
-        header_reason = (f"{missing[0]} is not in the file's header (missing_field is"
-                         " discard_row)", ("missing_field", missing[0]))
-    checks = [(c.name, header.index(c.name) if c.name in header else None, PARSERS[c.kind],
-               c.kind, c.required, c.allowed) for c in entity.columns]
+
+@dataclass
+class _HeaderDrift:
+    """How a file's header differs from its entity's declared columns."""
+
+    missing: list[str]  # declared columns not in the header
+    extra: list[str]  # header columns not declared
+    # Under discard_row, the (reason, drift) every row that gets that far is rejected for.
+    reason: tuple[str, tuple[str, str]] | None
+    # The drift counted so far, {(kind, action): {column: rows}}, action one of "ignored",
+    # "NULL", "rejected": the header's, to which _write_rows adds each row's.
+    drift: dict[tuple[str, str], Counter]
+
+    @classmethod
+    def of(cls, entity: Entity, header: list[str]) -> _HeaderDrift:
+        """The header's drift; raises UnreadableFile where the policy (or a missing required
+        column) refuses the file as a whole."""
+        policy, names = entity.drift, entity.column_names
+        missing = [n for n in names if n not in header]
+        required_missing = [c.name for c in entity.columns if c.required and c.name in missing]
+        if missing and (policy.missing_field == "freeze" or required_missing):
+            which = (f"{missing}" if policy.missing_field == "freeze"
+                     else f"the required {required_missing}")
+            raise UnreadableFile(f"the header lacks {which} (it has {header})")
+        extra = [h for h in header if h not in names]
+        if extra and policy.unknown_field == "freeze":
+            raise UnreadableFile(f"the header has the undeclared columns {extra} (it has"
+                                 f" {header}; unknown_field is freeze)")
+        drift: dict[tuple[str, str], Counter] = {}
+        # Header drift is noted even when no row loads: the file changed shape all the same.
+        for kind, columns in (("unknown_field", extra), ("missing_field", missing)):
+            for name in columns:  # (freeze failed the file above)
+                action = {"discard_value": "ignored" if kind == "unknown_field" else "NULL",
+                          "discard_row": "rejected"}[getattr(policy, kind)]
+                drift.setdefault((kind, action), Counter())[name] += 0
+        reason = None
+        if extra and policy.unknown_field == "discard_row":
+            reason = (f"{extra[0]} is not a declared column (unknown_field is discard_row)",
+                      ("unknown_field", extra[0]))
+        elif missing and policy.missing_field == "discard_row":
+            reason = (f"{missing[0]} is not in the file's header (missing_field is"
+                      " discard_row)", ("missing_field", missing[0]))
+        return cls(missing, extra, reason, drift)
+
+
+def _row_check(entity: Entity, header: list[str], header_reason: tuple | None):
+    """The check of one row of a file with ``header``: ``check_row(row_no, text, record)``
+    returns the row's declared values and the columns set NULL for their type, and raises
+    _Skip with the reason when the row is rejected (UnreadableFile under wrong_type=freeze)."""
+    policy, width = entity.drift, len(header)
+    # Per declared column: its position in the row (None when missing), its value_check.
+    checks = [(c.name, header.index(c.name) if c.name in header else None, value_check(c),
+               c.kind, c.required) for c in entity.columns]
 
     def check_row(row_no: int, text: str, record: _Record) -> tuple[list[str | None], list[str]]:
-        """The row's declared values (and the columns set NULL for their type); raises _Skip."""
         if record.cut:
             raise _Skip(_oversize_reason(text, header, record.size))
         if record.unclosed:
@@ -426,7 +459,7 @@ def _normalize(entity: Entity, src: _Source, key: str, valid_path: Path,
             raise _Skip(*header_reason)
         values: list[str | None] = []
         nulled: list[str] = []
-        for name, position, check, kind, required, allowed in checks:
+        for name, position, check, kind, required in checks:
             value = None if position is None else row[position]
             if not value:
                 if required and value is not None:
@@ -436,13 +469,9 @@ def _normalize(entity: Entity, src: _Source, key: str, valid_path: Path,
             if "\x00" in value:
                 raise _Skip(f"{name} contains a NUL character")
             try:
-                if allowed:
-                    if value not in allowed:
-                        raise Rejected(f"is not one of {list(allowed)}: {value[:40]!r}")
-                else:
-                    _check(check, kind, value)
-            except Rejected as exc:
-                reason = f"{name} {exc}"
+                check(value)
+            except Exception as exc:  # noqa: BLE001 - whatever a parser trips on is the value's fault
+                reason = _wrong_type_reason(name, kind, value, exc)
                 if policy.wrong_type == "freeze":
                     raise UnreadableFile(f"row {row_no}: {reason} (wrong_type is freeze)") from None
                 if policy.wrong_type == "discard_row" or required:
@@ -452,11 +481,20 @@ def _normalize(entity: Entity, src: _Source, key: str, valid_path: Path,
             values.append(value)
         return values, nulled
 
+    return check_row
+
+
+def _write_rows(rows: Iterator[_Record], check_row, entity: Entity, shape: _HeaderDrift,
+                counts: FileCounts, valid_path: Path, rejects_path: Path) -> None:
+    """Every row after the header into the valid file (the declared columns and the row's
+    number) or the rejects file (its number, the reason, the raw line), counted, with the drift
+    of each row added to ``shape.drift``."""
+    policy, drift, extra, missing = entity.drift, shape.drift, shape.extra, shape.missing
     with (
         open(valid_path, "w", encoding="utf-8", newline="") as valid,
         open(rejects_path, "w", encoding="utf-8", newline="") as rejects,
     ):
-        valid.write(csv_line([*names, "_row_number"]))
+        valid.write(csv_line([*entity.column_names, "_row_number"]))
         rejects.write(csv_line(["row_number", "reason", "raw_line"]))
         row_no = 0
         for record in rows:
@@ -481,23 +519,14 @@ def _normalize(entity: Entity, src: _Source, key: str, valid_path: Path,
                 for name in missing:
                     drift[("missing_field", "NULL")][name] += 1
         counts.rows = row_no
-    for (kind, _action), columns in drift.items():
-        for column, rows_ in columns.items():
-            counts.drift.setdefault(kind, {}).setdefault(column, 0)
-            counts.drift[kind][column] += rows_
-    counts.notes = _drift_notes(drift)
-    return counts
 
 
-def _check(check, kind: str, value: str) -> None:
-    """The kind's parser on ``value``; a value it cannot even take (int() refuses more than
-    4300 digits, say) is not of the kind either."""
-    try:
-        check(value)
-    except Rejected:
-        raise
-    except Exception as exc:  # noqa: BLE001 - whatever a parser trips on is the value's fault
-        raise Rejected(f"is not a valid {kind} ({type(exc).__name__}): {value[:40]!r}") from None
+def _wrong_type_reason(name: str, kind: str, value: str, exc: Exception) -> str:
+    """Why ``value`` is not of its column's type: the check's reason, or, for a value the kind's
+    parser cannot even take (int() refuses more than 4300 digits, say), what it tripped on."""
+    if isinstance(exc, Rejected):
+        return f"{name} {exc}"
+    return f"{name} is not a valid {kind} ({type(exc).__name__}): {value[:40]!r}"
 
 
 def _oversize_reason(head: str, header: list[str], size: int) -> str:

@@ -6,7 +6,8 @@ RFC 3339 timestamps, integers in range, JSON objects jsonb accepts, amounts with
 
 - ``validate_file``/``validate_files``: landing files the ingestion wrote itself (known header);
   a clean file is loaded as it is, in parallel worker processes.
-Files dropped by other systems are checked by ``mage_project.normalize``, with the same parsers.
+Files dropped by other systems are checked by ``mage_project.normalize``; both check each value
+with its column's ``value_check`` (allowed values, then the kind's parser).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import orjson
 
-from mage_project.entities import Entity
+from mage_project.entities import Column, Entity
 from mage_project.landing import csv_line
 from mage_project.windows import Window
 
@@ -158,6 +159,28 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "country": _country,
     "enum": _text,  # the allowed values are the column's own (Column.allowed)
 }
+
+
+def value_check(column: Column) -> Callable[[str], object]:
+    """The check of one non-empty text value of ``column``, for API records and file rows
+    alike: one of its allowed values when it declares them (``Column.allowed``), then of its
+    kind (``PARSERS``). Raises Rejected with the reason, which the caller prefixes with the
+    column's name; returns what the kind's parser returns (a timestamptz's datetime).
+
+    Made once per column: a column without allowed values is checked by its parser itself, so
+    the per-row path calls one function per value either way."""
+    parse = PARSERS[column.kind]
+    if not column.allowed:
+        return parse
+    allowed = frozenset(column.allowed)
+    listed = list(column.allowed)
+
+    def one_of(value: str) -> object:
+        if value not in allowed:
+            raise Rejected(f"is not one of {listed}: {value[:40]!r}")
+        return parse(value)
+
+    return one_of
 
 
 RECORD_COLUMN = "_record"
@@ -320,7 +343,7 @@ class _RecordCheck:
 
     def _converter(self, column) -> Callable[[object], str | None]:
         """The cell of a value of the column's JSON type; raises Rejected with the reason."""
-        name, kind, parse = column.name, column.kind, PARSERS[column.kind]
+        name, kind, parse = column.name, column.kind, value_check(column)
         window = self.window if name == self.entity.cursor_field else None
 
         def checked(text: str) -> str | None:
@@ -330,8 +353,6 @@ class _RecordCheck:
                 if column.required:
                     raise Rejected(f"{name} is empty")
                 return None
-            if column.allowed and text not in column.allowed:
-                raise Rejected(f"{name} is not one of {list(column.allowed)}: {text[:40]!r}")
             try:
                 parsed = parse(text)
             except Rejected as exc:
