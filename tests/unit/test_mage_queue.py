@@ -21,7 +21,7 @@ from mage_ai.orchestration.queue.process_queue import JobStatus
 from mage_ai.orchestration.queue.process_queue import ProcessQueue as MageProcessQueue
 
 from mage_project import mage_cli
-from mage_project.mage_queue import ProcessQueue
+from mage_project.mage_queue import POLL_SECONDS, ProcessQueue
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +94,7 @@ def test_a_job_put_before_the_feeder_wrote_it_runs_once(tmp_path):
             q.enqueue("block_run_1", record, str(job))
             assert q.has_job("block_run_1")  # not taken for crashed, so not queued twice
             q.enqueue("block_run_1", record, str(job))
-            q.worker_pool_proc.join(3 * 1.0)
+            q.worker_pool_proc.join(3 * POLL_SECONDS)
             assert q.is_worker_pool_alive()  # it waits for the queued job
         assert wait_for(lambda: q.job_dict.get("block_run_1") == JobStatus.COMPLETED)
         assert runs(job) == 1
