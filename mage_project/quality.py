@@ -10,7 +10,8 @@ a small failing sample), and ``store`` keeps them all in ``ops.quality_results``
 - ``dbt_test_results``: the tests of a ``dbt build`` (``mage_project.transform``) as results.
 
 Functions take a DB-API connection and never open one: plain ``select``s with ``%s``
-parameters, which psycopg2 and snowflake-connector-python both accept. Identifiers are checked
+parameters, which both warehouses' drivers accept (what differs, a streaming cursor, comes
+from the connection's warehouse backend). Identifiers are checked
 against a strict pattern and left unquoted, so each warehouse folds them to its own case.
 """
 
@@ -24,6 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
+from mage_project import warehouse
 from mage_project.entities import Entity, Expectation
 
 log = logging.getLogger(__name__)
@@ -138,7 +140,7 @@ def read_rows(conn, entity: Entity, versions: Sequence[FileVersion],
     for start in range(0, len(versions), VERSIONS_PER_QUERY):
         batch = versions[start:start + VERSIONS_PER_QUERY]
         where = " or ".join(["(_file_key = %s and _file_checksum = %s)"] * len(batch))
-        cur = _streaming_cursor(conn)
+        cur = warehouse.backend_for(conn).streaming_cursor(conn)
         try:
             cur.execute(f"select {columns} from {table} where {where}",  # noqa: S608 - identifiers checked, values bound
                         [p for v in batch for p in (v.file_key, v.checksum)])
@@ -149,18 +151,6 @@ def read_rows(conn, entity: Entity, versions: Sequence[FileVersion],
                 yield pd.DataFrame.from_records(rows, columns=names)
         finally:
             cur.close()
-
-
-def _streaming_cursor(conn):
-    """A cursor whose ``fetchmany`` pulls rows from the server as it goes.
-
-    psycopg2 holds a whole result client-side unless the cursor is named (server-side, which
-    needs the connection out of autocommit); snowflake-connector-python streams result batches
-    with a plain cursor.
-    """
-    if type(conn).__module__.startswith("psycopg2"):
-        return conn.cursor(name=f"quality_rows_{os.getpid()}_{id(conn)}")
-    return conn.cursor()
 
 
 class _Validator:

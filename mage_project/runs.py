@@ -7,7 +7,7 @@ import secrets
 from datetime import UTC, datetime
 
 from mage_project.entities import Entity
-from mage_project.warehouse import writer, writer_for
+from mage_project.warehouse import backend, backend_for
 
 log = logging.getLogger(__name__)
 
@@ -62,27 +62,17 @@ def execution_date_for(mage_kwargs: dict):
 
 
 def read_watermark(cur, entity: Entity) -> datetime | None:
-    cur.execute(
-        "select watermark from ops.watermarks where pipeline = %s and entity = %s",
-        (entity.pipeline, entity.name),
-    )
-    row = cur.fetchone()
-    return row[0] if row else None
+    return backend_for(cur).read_watermark(cur, entity)
 
 
 def write_watermark(cur, entity: Entity, watermark: datetime, run_id: str) -> None:
     """Set the watermark, never moving it backwards (each warehouse upserts in its own SQL)."""
-    writer_for(cur).upsert_watermark(cur, entity, watermark, run_id)
+    backend_for(cur).upsert_watermark(cur, entity, watermark, run_id)
 
 
 def window_loaded_before(cur, pipeline: str, start: datetime, end: datetime) -> bool:
     """Whether a successful run of ``pipeline`` covered any part of ``[start, end)``."""
-    cur.execute(
-        "select 1 from ops.pipeline_runs where pipeline = %s and status = 'success'"
-        " and window_start < %s and window_end > %s limit 1",
-        (pipeline, end, start),
-    )
-    return cur.fetchone() is not None
+    return backend_for(cur).window_loaded_before(cur, pipeline, start, end)
 
 
 RUN_COLUMNS = (
@@ -99,7 +89,7 @@ def record_run(cur, **values) -> None:
     row = {name: values.get(name) for name in RUN_COLUMNS}
     if row["started_at"] is not None and row["duration_seconds"] is None:
         row["duration_seconds"] = (datetime.now(UTC) - row["started_at"]).total_seconds()
-    writer_for(cur).upsert_run(cur, row)
+    backend_for(cur).upsert_run(cur, row)
 
 
 def record_block_failure(mage_kwargs: dict, error) -> None:
@@ -120,7 +110,7 @@ def record_failed_run(pipeline: str, run_id: str, error: str, *, window_start=No
                       window_end=None, started_at: datetime | None = None) -> None:
     """Record a failed run in ``ops.pipeline_runs`` of the configured warehouse, in its own
     transaction (after the run's own rollback)."""
-    db = writer()
+    db = backend()
     with db.connection() as conn:
         db.migrate(conn)
         with db.transaction(conn) as cur:

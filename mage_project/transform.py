@@ -15,7 +15,7 @@ from pathlib import Path
 
 import jinja2
 
-from mage_project import config
+from mage_project import config, warehouse
 
 DBT_PROJECT = config.PROJECT_ROOT / "dbt" / "warehouse"
 
@@ -23,24 +23,12 @@ DBT_PROJECT = config.PROJECT_ROOT / "dbt" / "warehouse"
 def warehouse_environment() -> dict:
     """What Mage's dbt block needs in the environment of the process that runs it, beyond the
     settings already there: where dbt keeps its logs and artifacts (the data directory) and,
-    for PostgreSQL, the resolved connection settings (the embedded server's when POSTGRES_HOST
-    is unset). ``make editor`` and the project's runner export them."""
+    what the warehouse backend adds (for PostgreSQL the resolved connection settings: the
+    embedded server's, started if need be, when POSTGRES_HOST is unset; for Snowflake nothing,
+    its settings checked). ``make editor`` and the project's runner export them."""
     dbt_dir = config.data_dir() / "dbt"
     env = {"DBT_LOG_PATH": str(dbt_dir / "logs"), "DBT_TARGET_PATH": str(dbt_dir / "target")}
-    if config.warehouse() == "snowflake":
-        config.snowflake()  # a missing setting fails here, naming the variable
-        return env
-    from mage_project.warehouse import postgres
-
-    settings = postgres.resolve_settings()
-    env.update(
-        POSTGRES_HOST=settings.host,
-        POSTGRES_PORT=str(settings.port),
-        POSTGRES_USER=settings.user,
-        POSTGRES_DBNAME=settings.dbname,
-    )
-    if settings.password:
-        env["POSTGRES_PASSWORD"] = settings.password
+    env.update(warehouse.backend().dbt_environment())
     return env
 
 

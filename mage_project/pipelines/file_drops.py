@@ -75,26 +75,14 @@ def list_drops(zone: LandingZone) -> list[DropFile]:
     return sorted(files, key=lambda f: (f.entity.table, f.order))
 
 
-def _last_seen(cur) -> dict[str, tuple[int, str | None]]:
-    """(size, source tag) of the latest version of every file in the manifest, errors apart: a
-    file whose last attempt ended in 'error' was not seen then, so it is pending again."""
-    cur.execute(
-        "select m.file_key, m.size_bytes, m.source_tag from ops.file_manifest as m"
-        " join (select file_key, max(version) as version from ops.file_manifest"
-        " where status <> 'error' group by file_key) as latest"
-        " on latest.file_key = m.file_key and latest.version = m.version"
-    )
-    return {key: (int(size), tag) for key, size, tag in cur.fetchall()}
-
-
 def pending_drops(zone: LandingZone | None = None) -> list[DropFile]:
     """Files new or rewritten since they were last seen: one listing and one query, no reads."""
     zone = zone or LandingZone(config.landing_url())
-    db = warehouse.writer()
+    db = warehouse.backend()
     with db.connection() as conn:
         db.migrate(conn)
         with db.transaction(conn) as cur:
-            seen = _last_seen(cur)
+            seen = db.files_last_seen(cur)
     return [f for f in list_drops(zone) if seen.get(f.key) != (f.size, f.tag)]
 
 
@@ -125,7 +113,7 @@ def load_file(zone: LandingZone, drop: DropFile, run_id: str) -> dict:
         local = zone.local_copy(drop.key, work)
         known.update(checksum=sha256_of(local), size=local.stat().st_size)
         result = dict(known)
-        db = warehouse.writer()
+        db = warehouse.backend()
         with db.connection() as conn:
             db.prepare_file_load(conn, drop.entity)
             with db.transaction(conn) as cur:
@@ -166,13 +154,10 @@ def _load_error(drop: DropFile, run_id: str, known: dict, exc: Exception) -> dic
               exc_info=exc)
     result = {**known, "status": "error", "error": error, "recorded": False}
     try:
-        db = warehouse.writer()
+        db = warehouse.backend()
         with db.connection() as conn, db.transaction(conn) as cur:
-            cur.execute("select max(version) from ops.file_manifest where file_key = %s",
-                        (drop.key,))
-            (last,) = cur.fetchone()
-            result["version"] = (last or 0) + 1
-            _record(cur, {"file_key": drop.key, "version": result["version"],
+            result["version"] = db.last_file_version(cur, drop.key) + 1
+            _record(db, cur, {"file_key": drop.key, "version": result["version"],
                           "entity": drop.entity.table, "size_bytes": known["size"],
                           "checksum": known["checksum"], "run_id": run_id,
                           "source_tag": drop.tag}, status="error", error=error)
@@ -191,22 +176,15 @@ def _load_version(db, cur, drop: DropFile, local: Path, work: Path, run_id: str,
     """Inside the load's transaction: skip the same content, else load it as a new version."""
     checksum, size = result["checksum"], result["size"]
     db.acquire_run_lock(cur, PIPELINE, config.run_lock_timeout_seconds())
-    cur.execute("select max(version) from ops.file_manifest where file_key = %s", (drop.key,))
-    (last,) = cur.fetchone()
+    last = db.last_file_version(cur, drop.key)
     # Attempts that ended in 'error' loaded nothing: the content to compare with is the one
     # before them.
-    cur.execute(
-        "select version, checksum from ops.file_manifest where file_key = %s"
-        " and status <> 'error' order by version desc limit 1",
-        (drop.key,),
-    )
-    latest = cur.fetchone()
+    latest = db.latest_file_content(cur, drop.key)
     if latest and latest[1] == checksum:
         # Delivered again with the same content: remember it as seen, load nothing.
-        cur.execute("update ops.file_manifest set source_tag = %s where file_key = %s"
-                    " and version = %s", (drop.tag, drop.key, latest[0]))
+        db.mark_file_seen(cur, drop.key, latest[0], drop.tag)
         return {"status": "skipped", "version": latest[0]}
-    version = (last or 0) + 1
+    version = last + 1
     if latest:
         log.warning("%s changed since version %d: loading it as version %d",
                     drop.key, latest[0], version)
@@ -217,29 +195,18 @@ def _load_version(db, cur, drop: DropFile, local: Path, work: Path, run_id: str,
         counts = normalize_file(drop.entity, local, drop.key, 0, work)
     except UnreadableFile as exc:
         error = _message_text(str(exc))
-        _record(cur, manifest, status="failed", error=error)
+        _record(db, cur, manifest, status="failed", error=error)
         return {"status": "failed", "version": version, "error": error}
     db.copy_file_rows(cur, drop.entity, drop.key, checksum, counts)
-    _record(cur, manifest, status="loaded", rows_total=counts.rows, rows_loaded=counts.valid,
+    _record(db, cur, manifest, status="loaded", rows_total=counts.rows, rows_loaded=counts.valid,
             rows_rejected=counts.rejected, notes=_message_text(counts.notes) or None)
     return {"status": "loaded", "version": version, "rows": counts.rows,
             "rows_loaded": counts.valid, "rows_rejected": counts.rejected,
             "drift": counts.drift}
 
 
-_MANIFEST_COLUMNS = ("file_key", "version", "entity", "size_bytes", "checksum", "status",
-                     "rows_total", "rows_loaded", "rows_rejected", "error", "notes", "run_id",
-                     "source_tag")
-_INSERT_MANIFEST = (
-    "insert into ops.file_manifest (file_key, version, entity, size_bytes, checksum, status,"
-    " rows_total, rows_loaded, rows_rejected, error, notes, run_id, source_tag)"
-    " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-)
-
-
-def _record(cur, manifest: dict, **values) -> None:
-    row = {**manifest, **values}
-    cur.execute(_INSERT_MANIFEST, [row.get(c) for c in _MANIFEST_COLUMNS])
+def _record(db, cur, manifest: dict, **values) -> None:
+    db.record_file_version(cur, {**manifest, **values})
 
 
 def sensor_ready(wait_for_files: bool = True) -> bool:

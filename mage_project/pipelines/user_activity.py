@@ -2,9 +2,9 @@
 
 fetch   the window's events from the API into CSV files in the landing zone -> manifest
 validate each landing file into valid rows and rejects                    -> manifest
-load    bulk load (PostgreSQL: COPY straight in, or staging + upsert; Snowflake: PUT + COPY
-        INTO staging + upsert), rejects, watermark and the run's row, in one transaction of
-        the warehouse WAREHOUSE names
+load    bulk load (the backend's ``load_rows``: PostgreSQL COPY straight in, or staging +
+        upsert; Snowflake PUT + COPY INTO staging + upsert), rejects, watermark and the run's
+        row, in one transaction of the warehouse WAREHOUSE names
 
 Blocks hand each other manifests (file keys and counts), never the day's data.
 """
@@ -18,8 +18,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
-
-import psycopg2
 
 from mage_project import config, warehouse
 from mage_project.entities import USER_ACTIVITY as ENTITY
@@ -78,11 +76,7 @@ def fetch(
     landing = LandingZone(config.landing_url())
     chunk_rows = config.landing_chunk_rows()
     _remove_stale_run_dirs()
-    db = warehouse.writer()
-    with db.connection() as conn:
-        db.migrate(conn)
-        with db.transaction(conn) as cur:
-            window = resolve_window(cur, window_start, window_end, execution_date)
+    window = _planned_window(window_start, window_end, execution_date)
     manifest = {
         "run_id": run_id,
         "pipeline": PIPELINE,
@@ -99,24 +93,7 @@ def fetch(
         log.info("%s: nothing to fetch yet (watermark is at the execution day)", PIPELINE)
         return manifest
     with ActivityApiClient(api) as client:
-        remaining = sample_rows
-        for day in days(window):
-            events = client.iter_events(day.start, day.end)
-            rows = (landing_row(ENTITY, event) for event in islice(events, remaining))
-            partition = f"{ENTITY.landing_prefix()}/date={day.start:%Y-%m-%d}"
-            for landed in landing.write_parts(
-                lambda part, p=partition: f"{p}/{run_id}-{part:05d}.csv",
-                landing_header(ENTITY),
-                rows,
-                chunk_rows,
-            ):
-                manifest["files"].append(landed.as_dict())
-                manifest["rows_fetched"] += landed.rows
-                failpoint("after_landing_part")
-            if remaining is not None:
-                remaining = sample_rows - manifest["rows_fetched"]
-                if remaining <= 0:
-                    break
+        _land_window(client, landing, window, manifest, chunk_rows)
         manifest["api_requests"] = client.stats
     log.info(
         "%s: fetched %d events into %d files for [%s, %s)",
@@ -124,6 +101,40 @@ def fetch(
         manifest["window_start"], manifest["window_end"],
     )
     return manifest
+
+
+def _planned_window(window_start, window_end, execution_date) -> Window | None:
+    """The run's window, read against the warehouse's watermark (migrated first)."""
+    db = warehouse.backend()
+    with db.connection() as conn:
+        db.migrate(conn)
+        with db.transaction(conn) as cur:
+            return resolve_window(cur, window_start, window_end, execution_date)
+
+
+def _land_window(client: ActivityApiClient, landing: LandingZone, window: Window,
+                 manifest: dict, chunk_rows: int) -> None:
+    """The window's events into landing files, day by day, each file added to ``manifest``;
+    stops after ``manifest["sample_rows"]`` events when that is set."""
+    run_id, sample_rows = manifest["run_id"], manifest["sample_rows"]
+    remaining = sample_rows
+    for day in days(window):
+        events = client.iter_events(day.start, day.end)
+        rows = (landing_row(ENTITY, event) for event in islice(events, remaining))
+        partition = f"{ENTITY.landing_prefix()}/date={day.start:%Y-%m-%d}"
+        for landed in landing.write_parts(
+            lambda part, p=partition: f"{p}/{run_id}-{part:05d}.csv",
+            landing_header(ENTITY),
+            rows,
+            chunk_rows,
+        ):
+            manifest["files"].append(landed.as_dict())
+            manifest["rows_fetched"] += landed.rows
+            failpoint("after_landing_part")
+        if remaining is not None:
+            remaining = sample_rows - manifest["rows_fetched"]
+            if remaining <= 0:
+                break
 
 
 def _run_dir(run_id: str) -> Path:
@@ -168,10 +179,29 @@ def validate(manifest: dict) -> dict:
 
 def load(validated: dict) -> dict:
     """Write the run in one transaction: rows, rejects, watermark and the run's success."""
-    run_id = validated["run_id"]
-    started = datetime.fromisoformat(validated["started_at"])
-    summary = {
-        "run_id": run_id,
+    summary = _summary(validated)
+    if validated["window_start"] is None:
+        summary["status"] = "success"
+        return summary
+    t0 = time.monotonic()
+    db = warehouse.backend()
+    with db.connection() as conn:
+        db.migrate(conn)
+        db.prepare_upsert(conn, ENTITY)  # Snowflake: its DDL commits, so before the transaction
+        with db.transaction(conn) as cur:
+            db.acquire_run_lock(cur, PIPELINE, config.run_lock_timeout_seconds())
+            _write_run(db, cur, validated, summary)
+            failpoint("before_commit")
+    failpoint("after_commit")
+    summary["load_seconds"] = round(time.monotonic() - t0, 3)
+    shutil.rmtree(_run_dir(validated["run_id"]), ignore_errors=True)
+    return summary
+
+
+def _summary(validated: dict) -> dict:
+    """The run's summary before anything is loaded."""
+    return {
+        "run_id": validated["run_id"],
         "pipeline": PIPELINE,
         "window_start": validated["window_start"],
         "window_end": validated["window_end"],
@@ -183,72 +213,39 @@ def load(validated: dict) -> dict:
         "rejects_new": 0,
         "drift": validated.get("drift") or {},
     }
-    if validated["window_start"] is None:
-        summary["status"] = "success"
-        return summary
+
+
+def _write_run(db, cur, validated: dict, summary: dict) -> None:
+    """Inside the load's transaction, under the write lock: the rows, the rejects, the
+    watermark and the run's row; ``summary`` gets the counts."""
+    run_id = validated["run_id"]
     window = explicit_window(validated["window_start"], validated["window_end"])
-    t0 = time.monotonic()
-    db = warehouse.writer()
-    with db.connection() as conn:
-        db.migrate(conn)
-        db.prepare_upsert(conn, ENTITY)  # Snowflake: its DDL commits, so before the transaction
-        with db.transaction(conn) as cur:
-            db.acquire_run_lock(cur, PIPELINE, config.run_lock_timeout_seconds())
-            files = [(item["key"], Path(item["valid_path"])) for item in validated["validated"]]
-            loaded = None
-            # Only a warehouse that enforces the key can take rows straight into the table.
-            if db.ENFORCES_KEYS and not window_loaded_before(cur, PIPELINE, window.start,
-                                                              window.end):
-                loaded = _copy_new_window(db, cur, run_id, files)
-            if loaded is not None:
-                distinct = changed = staged = loaded
-            else:
-                staged = db.stage_files(cur, ENTITY, files)
-                failpoint("after_staging_copy")
-                distinct, changed = db.upsert_from_staging(cur, ENTITY, run_id, files, staged)
-            # Rejects count once per distinct record: the same JSON twice in a run is a duplicate.
-            rejected, rejects_new = db.insert_rejects(
-                cur, ENTITY, [Path(item["rejects_path"]) for item in validated["validated"]]
-            )
-            # A sampled (interactive) run loaded only part of its window: the watermark stays.
-            if validated.get("sample_rows") is None:
-                current = read_watermark(cur, ENTITY)
-                target = next_watermark(current, window)
-                if target is not None and target != current:
-                    write_watermark(cur, ENTITY, target, run_id)
-            summary.update(
-                rows_loaded=distinct,
-                rows_rejected=rejected,
-                rows_duplicate=staged - distinct + summary["rows_rejected"] - rejected,
-                rows_changed=changed,
-                rejects_new=rejects_new,
-                status="success",
-            )
-            record_run(
-                cur,
-                **{**summary, "drift": json.dumps(summary["drift"]) if summary["drift"] else None},
-                started_at=started,
-            )
-            failpoint("before_commit")
-    failpoint("after_commit")
-    summary["load_seconds"] = round(time.monotonic() - t0, 3)
-    shutil.rmtree(_run_dir(run_id), ignore_errors=True)
-    return summary
-
-
-def _copy_new_window(db, cur, run_id: str, files) -> int | None:
-    """PostgreSQL's bulk path for a window never loaded before: COPY straight into the table.
-
-    Returns the rows copied, or None when a key was already there or came twice (then the
-    savepoint undoes the copy and the caller stages and upserts instead).
-    """
-    cur.execute("savepoint bulk_copy")
-    try:
-        copied = db.copy_into_target(cur, ENTITY, run_id, files)
-    except psycopg2.errors.UniqueViolation:
-        cur.execute("rollback to savepoint bulk_copy")
-        log.info("%s: keys already loaded or delivered twice; staging and upserting", PIPELINE)
-        return None
-    failpoint("after_staging_copy")
-    cur.execute("release savepoint bulk_copy")
-    return copied
+    files = [(item["key"], Path(item["valid_path"])) for item in validated["validated"]]
+    # A window no successful run covered may go straight into the table where the warehouse
+    # can refuse a key twice (the backend chooses).
+    staged, distinct, changed = db.load_rows(
+        cur, ENTITY, run_id, files,
+        new_window=not window_loaded_before(cur, PIPELINE, window.start, window.end))
+    # Rejects count once per distinct record: the same JSON twice in a run is a duplicate.
+    rejected, rejects_new = db.insert_rejects(
+        cur, ENTITY, [Path(item["rejects_path"]) for item in validated["validated"]]
+    )
+    # A sampled (interactive) run loaded only part of its window: the watermark stays.
+    if validated.get("sample_rows") is None:
+        current = read_watermark(cur, ENTITY)
+        target = next_watermark(current, window)
+        if target is not None and target != current:
+            write_watermark(cur, ENTITY, target, run_id)
+    summary.update(
+        rows_loaded=distinct,
+        rows_rejected=rejected,
+        rows_duplicate=staged - distinct + summary["rows_rejected"] - rejected,
+        rows_changed=changed,
+        rejects_new=rejects_new,
+        status="success",
+    )
+    record_run(
+        cur,
+        **{**summary, "drift": json.dumps(summary["drift"]) if summary["drift"] else None},
+        started_at=datetime.fromisoformat(validated["started_at"]),
+    )

@@ -1,36 +1,45 @@
-"""Warehouse writers: one per target, bulk paths only, idempotent, identifiers quoted by the driver.
+"""Warehouse backends: one per target, bulk paths only, idempotent, identifiers quoted by the
+driver, all behind one interface (``warehouse.interface.Warehouse``).
 
-``postgres`` and ``snowflake`` offer the same functions (connection, transaction, migrate,
-acquire_run_lock, prepare_file_load, copy_file_rows; prepare_upsert, stage_files,
-upsert_from_staging, insert_rejects, upsert_watermark, upsert_run); ``writer()`` picks the
-configured one, ``writer_for(cursor)`` the one a cursor belongs to.
+``postgres`` and ``snowflake`` are modules implementing that interface with the same members,
+signatures and errors (``warehouse.errors``, re-exported here); ``backend()`` returns the one
+WAREHOUSE names. Nothing outside this package imports a driver.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
+from typing import cast
 
 from mage_project import config
+from mage_project.warehouse.errors import (
+    DuplicateKeyError,
+    RunLockError,
+    WarehouseError,
+    WarehouseUnavailable,
+)
+from mage_project.warehouse.interface import Warehouse
+
+__all__ = ["DuplicateKeyError", "RunLockError", "Warehouse", "WarehouseError",
+           "WarehouseUnavailable", "backend", "backend_for", "writer", "writer_for"]
 
 
-class RunLockError(RuntimeError):
-    """Another run of the same pipeline holds the write lock."""
-
-
-def writer(kind: str | None = None) -> ModuleType:
-    """The writer module of ``kind``, by default the one WAREHOUSE names."""
+def backend(kind: str | None = None) -> Warehouse:
+    """The backend of ``kind``, by default the one WAREHOUSE names."""
     kind = kind or config.warehouse()
     if kind == "snowflake":
-        from mage_project.warehouse import snowflake
-
-        return snowflake
-    from mage_project.warehouse import postgres
-
-    return postgres
+        from mage_project.warehouse import snowflake as module
+    else:
+        from mage_project.warehouse import postgres as module
+    return cast(Warehouse, module)
 
 
-def writer_for(cursor) -> ModuleType:
-    """The writer module of the warehouse ``cursor`` speaks to, told by its driver's package."""
-    if type(cursor).__module__.split(".", 1)[0] == "snowflake":
-        return writer("snowflake")
-    return writer("postgres")
+def backend_for(conn_or_cursor) -> Warehouse:
+    """The backend of the warehouse a connection or cursor speaks to, told by its driver."""
+    if type(conn_or_cursor).__module__.split(".", 1)[0] == "snowflake":
+        return backend("snowflake")
+    return backend("postgres")
+
+
+# The names the pipelines have used so far.
+writer = backend
+writer_for = backend_for

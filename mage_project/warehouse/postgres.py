@@ -1,7 +1,10 @@
-"""The PostgreSQL writer: migrations, the per-pipeline write lock, bulk COPY and upsert.
+"""The PostgreSQL backend of the warehouse interface (``warehouse.interface.Warehouse``):
+migrations, the per-pipeline write lock, bulk COPY and upsert, the embedded server started on
+first connection.
 
 Every identifier goes through ``psycopg2.sql.Identifier``; no SQL is built by string
-formatting of names or values.
+formatting of names or values. psycopg2's errors that callers act on leave as the project's
+own (``warehouse.errors``).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -19,13 +23,31 @@ from psycopg2 import sql
 
 from mage_project import config
 from mage_project.entities import Entity
-from mage_project.warehouse import RunLockError, embedded
+from mage_project.faults import failpoint
+from mage_project.warehouse import embedded
+from mage_project.warehouse.errors import DuplicateKeyError, RunLockError, WarehouseUnavailable
+from mage_project.warehouse.portable import (  # noqa: F401 - members of the interface
+    activity_by_day,
+    file_loads_by_entity,
+    files_last_seen,
+    files_not_loaded,
+    last_file_version,
+    latest_file_content,
+    mark_file_seen,
+    marts_totals,
+    read_lease,
+    read_watermark,
+    record_file_version,
+    release_lease,
+    run_counts,
+    take_lease,
+    take_over_lease,
+    window_loaded_before,
+)
 
 log = logging.getLogger(__name__)
 
-# The raw tables' primary keys refuse a second row of a key: a window never loaded before can be
-# COPY'd straight into its table, and a UniqueViolation sends the load to staging and upsert.
-ENFORCES_KEYS = True
+NAME = "postgres"
 
 
 def resolve_settings(settings: config.PostgresSettings | None = None) -> config.PostgresSettings:
@@ -40,13 +62,24 @@ def resolve_settings(settings: config.PostgresSettings | None = None) -> config.
                                user=server.user)
 
 
-def connect(settings: config.PostgresSettings | None = None):
-    return psycopg2.connect(**resolve_settings(settings).dsn_kwargs())
+def describe() -> str:
+    settings = config.postgres()
+    where = "embedded PostgreSQL" if settings.embedded else f"{settings.host}:{settings.port}"
+    return f"{where}/{settings.dbname}"
+
+
+def connect():
+    settings = resolve_settings()
+    try:
+        return psycopg2.connect(**settings.dsn_kwargs())
+    except psycopg2.OperationalError as exc:
+        raise WarehouseUnavailable(
+            f"cannot connect to PostgreSQL ({describe()}): {str(exc).strip()}") from exc
 
 
 @contextmanager
-def connection(settings: config.PostgresSettings | None = None):
-    conn = connect(settings)
+def connection():
+    conn = connect()
     try:
         yield conn
     finally:
@@ -75,6 +108,26 @@ def transaction(conn) -> Iterator:
     finally:
         if not cur.closed and not conn.closed:
             cur.close()
+
+
+def streaming_cursor(conn):
+    """A named (server-side) cursor: psycopg2 holds a whole result client-side otherwise."""
+    return conn.cursor(name=f"stream_{os.getpid()}_{id(conn)}")
+
+
+def dbt_environment() -> dict[str, str]:
+    """The resolved connection settings (the embedded server's, started if need be)."""
+    settings = resolve_settings()
+    env = {"POSTGRES_HOST": str(settings.host), "POSTGRES_PORT": str(settings.port),
+           "POSTGRES_USER": str(settings.user), "POSTGRES_DBNAME": settings.dbname}
+    if settings.password:
+        env["POSTGRES_PASSWORD"] = settings.password
+    return env
+
+
+def row_count(cur, schema: str, table: str) -> int:
+    cur.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(schema, table)))
+    return int(cur.fetchone()[0])
 
 
 def lock_key(name: str) -> int:
@@ -161,16 +214,44 @@ def _optional(entity: Entity) -> list[str]:
 def copy_into_target(cur, entity: Entity, run_id: str, files: list[tuple[str, Path]]) -> int:
     """The bulk path: COPY the files straight into the entity's table. Returns the rows copied.
 
-    Only for keys not in the table yet: a key already there (or twice in the files) raises
-    UniqueViolation, and the caller falls back to staging and upsert.
+    Only for keys not in the table yet: a key already there (or twice in the files) meets the
+    table's primary key, the savepoint undoes the copy, and DuplicateKeyError is raised (the
+    caller then stages and upserts).
     """
     target = sql.Identifier(entity.schema, entity.table)
-    cur.execute("select set_config('mage_project.run_id', %s, true)", (run_id,))
-    copied = 0
-    for key, path in files:
-        cur.execute("select set_config('mage_project.source_file', %s, true)", (key,))
-        copied += copy_csv(cur, target, entity.column_names, path, _optional(entity))
+    cur.execute("savepoint bulk_copy")
+    try:
+        cur.execute("select set_config('mage_project.run_id', %s, true)", (run_id,))
+        copied = 0
+        for key, path in files:
+            cur.execute("select set_config('mage_project.source_file', %s, true)", (key,))
+            copied += copy_csv(cur, target, entity.column_names, path, _optional(entity))
+    except psycopg2.errors.UniqueViolation as exc:
+        cur.execute("rollback to savepoint bulk_copy")
+        raise DuplicateKeyError(
+            f"{entity.schema}.{entity.table}: {exc.diag.message_detail or exc}") from None
+    cur.execute("release savepoint bulk_copy")
     return copied
+
+
+def load_rows(cur, entity: Entity, run_id: str, files: list[tuple[str, Path]], *,
+              new_window: bool) -> tuple[int, int, int]:
+    """The raw tables' primary keys refuse a second row of a key, so a window never loaded
+    before is COPY'd straight into its table; a key already there or delivered twice sends the
+    load to staging and upsert instead. Returns (staged, distinct keys, inserted or changed)."""
+    if new_window:
+        try:
+            copied = copy_into_target(cur, entity, run_id, files)
+        except DuplicateKeyError:
+            log.info("%s: keys already loaded or delivered twice; staging and upserting",
+                     entity.pipeline)
+        else:
+            failpoint("after_staging_copy")
+            return copied, copied, copied
+    staged = stage_files(cur, entity, files)
+    failpoint("after_staging_copy")
+    distinct, changed = upsert_from_staging(cur, entity, run_id, files, staged)
+    return staged, distinct, changed
 
 
 def stage_files(cur, entity: Entity, files: list[tuple[str, Path]]) -> int:
@@ -241,7 +322,6 @@ def upsert_from_staging(cur, entity: Entity, run_id: str, files: list[tuple[str,
     write lock, so no other run inserts the same keys meanwhile.
     """
     stage = sql.Identifier(f"stage_{entity.table}")
-    target = sql.Identifier(entity.schema, entity.table)
     key = sql.Identifier(entity.primary_key)
     cur.execute("set local work_mem = '256MB'")
     # Earlier deliveries of a key delivered more than once in this run lose to the latest.
@@ -254,28 +334,42 @@ def upsert_from_staging(cur, entity: Entity, run_id: str, files: list[tuple[str,
     )
     distinct = staged - cur.rowcount
     cur.execute(sql.SQL("analyze {}").format(stage))
-    data_cols = [sql.Identifier(c) for c in entity.column_names]
+    params = {"run_id": run_id, "files": [k for k, _ in files]}
+    return distinct, _update_changed(cur, entity, params) + _insert_new(cur, entity, params)
+
+
+# The landing key of a staged row's file: params["files"] in delivery order, by _file_no.
+_SOURCE_FILE = sql.SQL("(%(files)s::text[])[s._file_no + 1]")
+
+
+def _update_changed(cur, entity: Entity, params: dict) -> int:
+    """Update the keys already in the table whose values the staging changes; returns how many."""
     other_cols = [sql.Identifier(c) for c in entity.column_names if c != entity.primary_key]
     comma = sql.SQL(", ")
-    params = {"run_id": run_id, "files": [k for k, _ in files]}
-    source_file = sql.SQL("(%(files)s::text[])[s._file_no + 1]")
     cur.execute(
         sql.SQL(
             "update {target} as t set {updates}, _run_id = %(run_id)s, _loaded_at = now(),"
             " _source_file = {source_file}"
             " from {stage} as s where t.{key} = s.{key} and ({t_other}) is distinct from ({s_other})"
         ).format(
-            target=target,
+            target=sql.Identifier(entity.schema, entity.table),
             updates=comma.join(sql.SQL("{0} = s.{0}").format(c) for c in other_cols),
-            source_file=source_file,
-            stage=stage,
-            key=key,
+            source_file=_SOURCE_FILE,
+            stage=sql.Identifier(f"stage_{entity.table}"),
+            key=sql.Identifier(entity.primary_key),
             t_other=comma.join(sql.SQL("t.{}").format(c) for c in other_cols),
             s_other=comma.join(sql.SQL("s.{}").format(c) for c in other_cols),
         ),
         params,
     )
-    updated = cur.rowcount
+    return cur.rowcount
+
+
+def _insert_new(cur, entity: Entity, params: dict) -> int:
+    """Insert the staged keys not in the table yet; returns how many."""
+    target = sql.Identifier(entity.schema, entity.table)
+    data_cols = [sql.Identifier(c) for c in entity.column_names]
+    comma = sql.SQL(", ")
     cur.execute(
         sql.SQL(
             "insert into {target} ({cols}, _run_id, _loaded_at, _source_file)"
@@ -285,13 +379,13 @@ def upsert_from_staging(cur, entity: Entity, run_id: str, files: list[tuple[str,
             target=target,
             cols=comma.join(data_cols),
             s_cols=comma.join(sql.SQL("s.{}").format(c) for c in data_cols),
-            source_file=source_file,
-            stage=stage,
-            key=key,
+            source_file=_SOURCE_FILE,
+            stage=sql.Identifier(f"stage_{entity.table}"),
+            key=sql.Identifier(entity.primary_key),
         ),
         params,
     )
-    return distinct, updated + cur.rowcount
+    return cur.rowcount
 
 
 def prepare_upsert(conn, entity: Entity) -> None:

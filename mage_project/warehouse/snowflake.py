@@ -1,5 +1,6 @@
-"""The Snowflake writer: migrations, the per-pipeline write lock, and the bulk path
-(PUT to a stage + COPY INTO), with the same functions as ``warehouse.postgres``.
+"""The Snowflake backend of the warehouse interface (``warehouse.interface.Warehouse``):
+migrations, the per-pipeline write lock, and the bulk path (PUT to a stage + COPY INTO), with
+the same members, signatures and errors as ``warehouse.postgres``.
 
 Snowflake commits on every DDL statement, so what a load needs of DDL (a temporary stage and
 temporary staging tables) is created by ``prepare_file_load`` (``prepare_upsert``) before the
@@ -17,6 +18,7 @@ import csv
 import logging
 import re
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -26,10 +28,31 @@ import orjson
 
 from mage_project import config
 from mage_project.entities import Entity
+from mage_project.faults import failpoint
 from mage_project.landing import csv_line
-from mage_project.warehouse import RunLockError
+from mage_project.warehouse.errors import DuplicateKeyError, RunLockError, WarehouseUnavailable
+from mage_project.warehouse.portable import (  # noqa: F401 - members of the interface
+    activity_by_day,
+    file_loads_by_entity,
+    files_last_seen,
+    files_not_loaded,
+    last_file_version,
+    latest_file_content,
+    mark_file_seen,
+    marts_totals,
+    read_lease,
+    read_watermark,
+    record_file_version,
+    release_lease,
+    run_counts,
+    take_lease,
+    take_over_lease,
+    window_loaded_before,
+)
 
 log = logging.getLogger(__name__)
+
+NAME = "snowflake"
 
 STAGE = "mage_project_load"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
@@ -50,16 +73,25 @@ def ident(*parts: str) -> str:
     return ".".join(f'"{part.upper()}"' for part in parts)
 
 
-def connect(settings: config.SnowflakeSettings | None = None):
+def describe() -> str:
+    settings = config.snowflake()
+    where = f"{settings.host}:{settings.port}" if settings.host else settings.account
+    return f"Snowflake {where}/{settings.database}"
+
+
+def connect():
     import snowflake.connector
 
-    settings = settings or config.snowflake()
-    return snowflake.connector.connect(**settings.connect_kwargs())
+    settings = config.snowflake()
+    try:
+        return snowflake.connector.connect(**settings.connect_kwargs())
+    except snowflake.connector.errors.Error as exc:
+        raise WarehouseUnavailable(f"cannot connect to {describe()}: {exc}") from exc
 
 
 @contextmanager
-def connection(settings: config.SnowflakeSettings | None = None):
-    conn = connect(settings)
+def connection():
+    conn = connect()
     try:
         yield conn
     finally:
@@ -80,6 +112,23 @@ def transaction(conn) -> Iterator:
         cur.execute("commit")
     finally:
         cur.close()
+
+
+def streaming_cursor(conn):
+    """A plain cursor: snowflake-connector-python streams result batches as they are fetched."""
+    return conn.cursor()
+
+
+def dbt_environment() -> dict[str, str]:
+    """Nothing beyond the user's SNOWFLAKE_* settings, which are checked here (a missing one
+    fails now, naming the variable)."""
+    config.snowflake()
+    return {}
+
+
+def row_count(cur, schema: str, table: str) -> int:
+    cur.execute(f"select count(*) from {ident(schema, table)}")  # noqa: S608 - ident() names
+    return int(cur.fetchone()[0])
 
 
 def migrate(conn) -> list[str]:
@@ -111,21 +160,31 @@ def migrate(conn) -> list[str]:
     return applied
 
 
-def acquire_run_lock(cur, pipeline: str, timeout_seconds: float | None = None) -> None:
+def acquire_run_lock(cur, pipeline: str, timeout_seconds: float) -> None:
     """Take ``pipeline``'s write lock for the current transaction, waiting up to the timeout.
 
     Snowflake lets one transaction at a time update a table's rows: updating the pipeline's
     row of ``ops.run_locks`` first thing makes a second writer wait there until the first
     commits. The wait is bounded by the session's LOCK_TIMEOUT, which ``connect`` sets from
     RUN_LOCK_TIMEOUT_SECONDS (at login: fakesnow does not implement ALTER SESSION SET
-    LOCK_TIMEOUT, and ignores the login parameter).
+    LOCK_TIMEOUT, and ignores the login parameter). A wait cut by it, SQLSTATE 57014,
+    leaves as RunLockError.
     """
+    from snowflake.connector.errors import DatabaseError
+
     update = ("update ops.run_locks set locked_at = current_timestamp()"
               " where pipeline = %s")
-    cur.execute(update, (pipeline,))
-    if cur.rowcount == 0:  # the pipeline's first run: its row, then the lock
-        cur.execute("insert into ops.run_locks (pipeline) values (%s)", (pipeline,))
+    try:
         cur.execute(update, (pipeline,))
+        if cur.rowcount == 0:  # the pipeline's first run: its row, then the lock
+            cur.execute("insert into ops.run_locks (pipeline) values (%s)", (pipeline,))
+            cur.execute(update, (pipeline,))
+    except DatabaseError as exc:
+        if exc.sqlstate != "57014":  # statement cancelled: here, the lock wait timed out
+            raise
+        raise RunLockError(
+            f"another run of {pipeline} is still writing; gave up after {timeout_seconds:g} s "
+            f"(RUN_LOCK_TIMEOUT_SECONDS): {exc.msg}") from None
     if cur.rowcount != 1:
         raise RunLockError(f"ops.run_locks holds {cur.rowcount} rows for {pipeline}, not one")
 
@@ -198,7 +257,6 @@ def _copy_valid_rows(cur, entity: Entity, key: str, checksum: str, path: Path) -
 # writes to a second DuckDB database, which DuckDB refuses inside a transaction that has
 # already written (the write lock's update is the first statement): the MERGE answers HTTP 500.
 # Both statements are plain Snowflake SQL; under the write lock they do what the MERGE would.
-ENFORCES_KEYS = False
 
 # The delivery order of the staged rows: the file's position in the run, and the row's position
 # in the whole run (files in order, rows in file order). COPY cannot number rows without a
@@ -287,6 +345,12 @@ def stage_files(cur, entity: Entity, files: list[tuple[str, Path]]) -> int:
     ``files`` are (landing key, validated file) in delivery order; ``_file_no`` is a file's
     position in it, ``_seq`` a row's position in the run.
     """
+    return _stage(cur, entity, files, entity.table)
+
+
+def _stage(cur, entity: Entity, files: list[tuple[str, Path]], folder: str) -> int:
+    """``stage_files`` through the stage's ``folder``: COPY skips a file it loaded before into
+    the table, so a second staging in one load (after ``copy_into_target``) needs other paths."""
     staged = 0
     with tempfile.TemporaryDirectory(prefix="snowflake-stage-", dir=config.work_dir()) as tmp:
         for file_no, (_key, path) in enumerate(files):
@@ -296,15 +360,51 @@ def stage_files(cur, entity: Entity, files: list[tuple[str, Path]]) -> int:
                 target.unlink()  # a file of no rows costs no PUT (nor COPY's header-only case)
             staged += rows
         if staged:
-            _put(cur, Path(tmp) / "part-*.csv", entity.table)
+            _put(cur, Path(tmp) / "part-*.csv", folder)
     if staged:
         _copy_folder(cur, _staging_table(entity), [*entity.column_names, _FILE_NO, _SEQ],
-                     entity.table, staged)
+                     folder, staged)
     if files:
         insert = (f"insert into {_files_table(entity)}"  # noqa: S608 - ident() names only
                   f" ({ident(_FILE_NO)}, {ident('_source_file')}) values (%s, %s)")
         cur.executemany(insert, [(file_no, key) for file_no, (key, _path) in enumerate(files)])
     return staged
+
+
+def copy_into_target(cur, entity: Entity, run_id: str, files: list[tuple[str, Path]]) -> int:
+    """The files straight into the entity's table, refusing keys as PostgreSQL's primary key
+    does: a key already in the table, or twice in the files, raises DuplicateKeyError with
+    nothing written (the staging tables emptied again). Returns the rows copied.
+
+    Snowflake enforces no key, so the files are staged and their keys checked first: this costs
+    what a staged upsert costs, which is why ``load_rows`` always takes that path here.
+    """
+    # A folder of its own each time: COPY skips a path it loaded into the table before.
+    staged = _stage(cur, entity, files, f"direct_{entity.table}_{uuid.uuid4().hex[:12]}")
+    stage, key = _staging_table(entity), ident(entity.primary_key)
+    target = ident(entity.schema, entity.table)
+    cur.execute(
+        f"select (select count(*) - count(distinct {key}) from {stage})"  # noqa: S608 - ident()
+        f" + (select count(*) from {stage} as s join {target} as t on t.{key} = s.{key})"
+    )
+    (duplicates,) = cur.fetchone()
+    if duplicates:
+        cur.execute(f"delete from {stage}")  # noqa: S608 - ident() names
+        cur.execute(f"delete from {_files_table(entity)}")  # noqa: S608 - ident() names
+        raise DuplicateKeyError(f"{entity.schema}.{entity.table}: {duplicates} rows of keys"
+                                " already in the table or delivered twice")
+    return upsert_from_staging(cur, entity, run_id, files, staged)[1]
+
+
+def load_rows(cur, entity: Entity, run_id: str, files: list[tuple[str, Path]], *,
+              new_window: bool) -> tuple[int, int, int]:
+    """Stage the files and upsert them, whether or not the window is new: with no key enforced,
+    a straight copy would have to stage and check the keys anyway (``copy_into_target``).
+    Returns (staged, distinct keys, inserted or changed)."""
+    staged = stage_files(cur, entity, files)
+    failpoint("after_staging_copy")
+    distinct, changed = upsert_from_staging(cur, entity, run_id, files, staged)
+    return staged, distinct, changed
 
 
 def upsert_from_staging(cur, entity: Entity, run_id: str, files: list[tuple[str, Path]],

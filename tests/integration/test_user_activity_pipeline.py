@@ -173,7 +173,7 @@ def test_embedded_server_is_used_when_no_host_is_set(tmp_path, monkeypatch):
 
 
 def test_first_load_of_a_clean_window_takes_the_bulk_path_with_lineage(warehouse, simulator, caplog):
-    caplog.set_level("INFO", logger="mage_project.pipelines.user_activity")
+    caplog.set_level("INFO", logger="mage_project.warehouse.postgres")
     simulator(redelivery_rate=0.0)
     fetched = user_activity.fetch(window_start=START, window_end=END)
     summary = user_activity.load(user_activity.validate(fetched))
@@ -188,7 +188,7 @@ def test_first_load_of_a_clean_window_takes_the_bulk_path_with_lineage(warehouse
 
 
 def test_keys_delivered_twice_in_one_run_fall_back_to_staging(warehouse, simulator, caplog):
-    caplog.set_level("INFO", logger="mage_project.pipelines.user_activity")
+    caplog.set_level("INFO", logger="mage_project.warehouse.postgres")
     simulator()
     summary = run_steps(window_start=START, window_end=END)
     assert "keys already loaded or delivered twice; staging and upserting" in caplog.text
