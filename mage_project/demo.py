@@ -22,13 +22,15 @@ def main() -> int:
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start, end = today - timedelta(days=3), today
     run_id = new_run_id()
+    db = warehouse.backend()
+    # Before the runs: they export the embedded server's socket as POSTGRES_HOST for dbt.
+    where = db.describe()
     elapsed = _run_pipelines(run_id, start, end)
     if elapsed is None:
         return 1
-    db = warehouse.backend()
     with db.connection() as conn:
         with db.transaction(conn) as cur:
-            _print_activity(db, cur, run_id, start, end, elapsed)
+            _print_activity(db, cur, run_id, start, end, elapsed, where)
         with db.transaction(conn) as cur:
             _print_file_drops(db, cur)
         with db.transaction(conn) as cur:
@@ -72,11 +74,11 @@ def _ran(run_pipeline, pipeline: str, variables: dict) -> bool:
     return True
 
 
-def _print_activity(db, cur, run_id: str, start: datetime, end: datetime,
-                    elapsed: float) -> None:
+def _print_activity(db, cur, run_id: str, start: datetime, end: datetime, elapsed: float,
+                    where: str) -> None:
     counts = db.run_counts(cur, run_id) or {}
     print(f"\nuser_activity_ingest run {run_id}: [{start:%Y-%m-%d}, {end:%Y-%m-%d}) "
-          f"in {elapsed:.1f} s into {db.describe()}")
+          f"in {elapsed:.1f} s into {where}")
     print(f"  fetched {counts.get('rows_fetched')}, loaded {counts.get('rows_loaded')}, "
           f"rejected {counts.get('rows_rejected')}, duplicates collapsed "
           f"{counts.get('rows_duplicate')}, rows changed {counts.get('rows_changed')}")

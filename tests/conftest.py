@@ -172,14 +172,16 @@ def _serve(argv: list[str], url: str, probe: str, name: str) -> subprocess.Popen
 @pytest.fixture(scope="session")
 def snowflake_server():
     """fakesnow's Snowflake-protocol server on 127.0.0.1, from .venv-standins; the tests speak
-    to it with the real snowflake-connector-python. Returns its port."""
+    to it with the real snowflake-connector-python (support/fakesnow_server.py: fakesnow with
+    its CREATE OR REPLACE ... CLONE kept a replace). Returns its port."""
     from support import free_port
 
-    fakesnow = ROOT / ".venv-standins" / "bin" / "fakesnow"
-    if not fakesnow.exists():
-        raise RuntimeError(f"{fakesnow} is missing: run `make setup`")
+    python = ROOT / ".venv-standins" / "bin" / "python"
+    if not (ROOT / ".venv-standins" / "bin" / "fakesnow").exists():
+        raise RuntimeError(f"fakesnow is missing from {python.parent.parent}: run `make setup`")
     port = free_port()
-    proc = _serve([str(fakesnow), "--server", "--host", "127.0.0.1", "--port", str(port)],
+    server = Path(__file__).parent / "support" / "fakesnow_server.py"
+    proc = _serve([str(python), str(server), "--server", "--host", "127.0.0.1", "--port", str(port)],
                   f"http://127.0.0.1:{port}", "/", "fakesnow's server")
     yield port
     proc.terminate()

@@ -3,6 +3,7 @@ write-audit-publish of the marts, with the blocks' @tests."""
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import pytest
@@ -100,25 +101,45 @@ def test_warehouse_elt_takes_no_window(warehouse):
     assert "no --start/--end" in result.stderr
 
 
-def test_demo_runs_both_pipelines_and_a_second_run_changes_no_count():
-    """`make demo` on the embedded defaults (its own PostgreSQL in the test's data dir)."""
-    import re
+def _demo_twice(**env: str) -> tuple[str, str]:
+    """Two `make demo` runs (``python -m mage_project demo``): their outputs."""
+    first = run_cli("demo", env=env)
+    second = run_cli("demo", env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    return first.stdout, second.stdout
 
+
+def _summary(out: str) -> list[str]:
+    """What the demo says landed: the days, the raw and mart row counts, the file loads and the
+    revenue (not the run's id, duration or warehouse)."""
+    return re.findall(r"\d{4}-\d\d-\d\d +\d+ +\d+ +\d+ +[\d.]+|(?:raw|marts)\.\w+: \d+ rows"
+                      r"|\w+__\w+ +\d+ loaded +\d+ failed +\d+ rows +\d+ rejected"
+                      r"|net revenue .*|rows changed \d+", out)
+
+
+def test_demo_prints_the_same_summary_on_postgres_and_snowflake(snowflake_warehouse, tmp_path):
+    """`make demo` on the embedded defaults (its own PostgreSQL in the test's data dir), then
+    with WAREHOUSE=snowflake on the Snowflake stand-in, from a data dir of its own: the same
+    days, counts and revenue on both, and a second run changes nothing (on Snowflake, its
+    publish replaces the marts that the first one published)."""
     from mage_project.warehouse import embedded
 
     try:
-        first = run_cli("demo")
-        second = run_cli("demo")
+        pg_first, pg_second = _demo_twice(WAREHOUSE="postgres")
     finally:
         embedded.stop(config.data_dir() / "postgres")
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert second.returncode == 0, second.stderr[-3000:]
-
-    def counts(out: str) -> list[str]:
-        return re.findall(r"raw\.\w+: \d+ rows|\w+__\w+ +\d+ loaded +\d+ failed +\d+ rows", out)
-
-    assert len(counts(first.stdout)) == 5, first.stdout[-2000:]
-    marts = re.findall(r"marts\.\w+: \d+ rows", first.stdout)
-    assert len(marts) == 4 and marts == re.findall(r"marts\.\w+: \d+ rows", second.stdout)
-    assert counts(second.stdout) == counts(first.stdout)
-    assert "rows changed 0" in second.stdout
+    sf_data = tmp_path / "snowflake-demo"
+    sf_first, sf_second = _demo_twice(PROJECT_DATA_DIR=str(sf_data))
+    assert "into embedded PostgreSQL" in pg_first, re.findall(r".* into .*", pg_first)
+    assert "into Snowflake" in sf_first, re.findall(r".* into .*", sf_first)
+    summary = _summary(pg_first)
+    assert len([line for line in summary if "loaded" in line]) == 3, pg_first[-2000:]
+    assert len([line for line in summary if line.startswith("marts.")]) == 4, pg_first[-2000:]
+    assert len([line for line in summary if re.match(r"\d{4}-", line)]) == 3, pg_first[-2000:]
+    assert _summary(sf_first) == summary
+    for second in (pg_second, sf_second):
+        assert "rows changed 0" in second
+        assert [line for line in _summary(second) if "rows changed" not in line] == [
+            line for line in summary if "rows changed" not in line]
+    assert not (sf_data / "postgres").exists()  # the Snowflake runs never needed PostgreSQL
