@@ -123,3 +123,32 @@ def test_the_runner_imports_no_entry_point(entry_point):
 ])
 def test_a_circle_is_found_and_named(graph, cycle):
     assert find_cycle(graph) == cycle
+
+
+def test_the_library_has_no_import_circle():
+    assert find_cycle(import_graph()) is None
+
+
+DRIVERS = ("psycopg2", "snowflake")  # top-level packages of the drivers
+
+
+def drivers_imported(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names.add(node.module or "")
+    return {name for name in names if name.split(".")[0] in DRIVERS}
+
+
+def test_nothing_above_the_warehouse_layer_imports_a_driver():
+    """The library outside ``warehouse/`` and every Mage block file: no database driver."""
+    blocks = [path for folder in ("data_loaders", "transformers", "data_exporters", "custom")
+              for path in (ROOT.parent / folder).glob("*.py")]
+    above = [path for name, path in modules().items() if not name.startswith(f"{PACKAGE}.warehouse")]
+    assert len(blocks) > 5
+    assert {str(path): found for path in [*above, *blocks] if (found := drivers_imported(path))} == {}
+    # The walk sees the drivers where they belong.
+    assert "psycopg2" in drivers_imported(ROOT / "warehouse" / "postgres.py")
+    assert "snowflake.connector" in drivers_imported(ROOT / "warehouse" / "snowflake.py")
