@@ -65,8 +65,8 @@ def _fail(pipeline: str, variables: dict, error: BaseException, started: float) 
 def check_settings(pipeline: str) -> None:
     """Resolve every setting ``pipeline``'s run reads, so one that cannot work raises
     ConfigError now, naming it, rather than midway through the run (or, for the alert
-    settings, silently when the run fails). The warehouse comes last: unset, it starts the
-    embedded PostgreSQL."""
+    settings, silently when the run fails). Only reads them: the embedded PostgreSQL, when
+    POSTGRES_HOST is unset, starts on the run's first connection."""
     if pipeline == "user_activity_ingest":
         config.activity_api()
         config.landing_chunk_rows()

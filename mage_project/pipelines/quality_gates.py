@@ -186,8 +186,7 @@ def build_still_planned(plan: dict) -> bool:
         return False
     db = warehouse.writer()
     with db.connection() as conn, db.transaction(conn) as cur:
-        cur.execute("select run_id from ops.build_leases where name = %s", (_LEASE,))
-        (holder,) = cur.fetchone()
+        holder = _holder(db, cur)
     if holder != plan["run_id"]:
         log.warning("%s: run %s no longer holds the marts' build lease (held by %s): not "
                     "building them", PIPELINE, plan["run_id"], holder or "no run")
@@ -305,28 +304,16 @@ def _take_lease(db, conn, run_id: str) -> None:
     try:
         while True:
             now = datetime.now(UTC)
+            expires = now + timedelta(seconds=config.marts_build_lease_seconds())
             with db.transaction(conn) as cur:
-                cur.execute(
-                    "update ops.build_leases set run_id = %s, acquired_at = %s, expires_at = %s,"
-                    " holder_host = %s, holder_boot = %s, holder_process_group = %s"
-                    " where name = %s and (run_id is null or run_id = %s or expires_at < %s)",
-                    (run_id, now, now + timedelta(seconds=config.marts_build_lease_seconds()),
-                     *group, _LEASE, run_id, now))
-                if cur.rowcount:
+                if db.take_lease(cur, _LEASE, run_id, now, expires, group):
                     return
-                cur.execute("select run_id, acquired_at, expires_at, holder_host, holder_boot,"
-                            " holder_process_group from ops.build_leases where name = %s",
-                            (_LEASE,))
-                holder, since, until, *held_by = cur.fetchone()
-            if holder is not None and (_lease_holder_gone(holder) or _scheduler_gone(*held_by)):
+                lease = db.read_lease(cur, _LEASE)
+            holder, since, until = lease.run_id, lease.acquired_at, lease.expires_at
+            if holder is not None and (_lease_holder_gone(holder) or _scheduler_gone(
+                    lease.holder_host, lease.holder_boot, lease.holder_process_group)):
                 with db.transaction(conn) as cur:
-                    cur.execute(
-                        "update ops.build_leases set run_id = %s, acquired_at = %s,"
-                        " expires_at = %s, holder_host = %s, holder_boot = %s,"
-                        " holder_process_group = %s where name = %s and run_id = %s",
-                        (run_id, now, now + timedelta(seconds=config.marts_build_lease_seconds()),
-                         *group, _LEASE, holder))
-                    taken = cur.rowcount
+                    taken = db.take_over_lease(cur, _LEASE, run_id, holder, now, expires, group)
                 if taken:
                     log.warning("%s: took over the marts' build lease from run %s, whose "
                                 "processes have ended without publishing or failing (killed)",
@@ -486,8 +473,7 @@ def _require_lease(db, conn, run_id: str) -> None:
     """Publish only while holding the lease: a run so slow that its lease expired may find
     another run building into the audit schema."""
     with db.transaction(conn) as cur:
-        cur.execute("select run_id from ops.build_leases where name = %s", (_LEASE,))
-        (holder,) = cur.fetchone()
+        holder = _holder(db, cur)
     if holder != run_id:
         raise warehouse.RunLockError(
             f"not publishing the marts: run {run_id} no longer holds their build lease "
@@ -497,8 +483,11 @@ def _require_lease(db, conn, run_id: str) -> None:
 def _give_up_lease(db, conn, run_id: str) -> None:
     conn.rollback()  # whatever failed mid-transaction
     with db.transaction(conn) as cur:
-        cur.execute("update ops.build_leases set run_id = null, acquired_at = null,"
-                    " expires_at = null, holder_host = null, holder_boot = null,"
-                    " holder_process_group = null where name = %s and run_id = %s",
-                    (_LEASE, run_id))
+        db.release_lease(cur, _LEASE, run_id)
     _unbind_lease(run_id)
+
+
+def _holder(db, cur) -> str | None:
+    """The run holding the marts' build lease, or None."""
+    lease = db.read_lease(cur, _LEASE)
+    return lease.run_id if lease else None
