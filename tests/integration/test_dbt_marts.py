@@ -198,3 +198,25 @@ def test_a_broken_invariant_fails_the_build_by_the_tests_name(warehouse, built, 
         "dim_customers_net_revenue_only_with_a_payment": ("fail", 1, "marts.dim_customers"),
     }
     assert len(tests) == 32  # every other test ran, and passed
+
+
+def test_every_staging_and_mart_column_is_documented_as_built(warehouse, built):
+    """_staging.yml and _marts.yml name every column of every model they describe, in the
+    model's order, each with a description; and every built staging view and mart is in them."""
+    import yaml
+
+    documented = {}
+    for layer in ("staging", "marts"):
+        spec = yaml.safe_load((transform.DBT_PROJECT / "models" / layer / f"_{layer}.yml").read_text())
+        for model in spec["models"]:
+            assert model.get("description"), model["name"]
+            undescribed = [c["name"] for c in model["columns"] if not c.get("description")]
+            assert undescribed == [], f"{model['name']}: {undescribed}"
+            documented[(layer, model["name"])] = [c["name"] for c in model["columns"]]
+    columns = defaultdict(list)
+    for schema, table, column in query(
+            warehouse, "select table_schema, table_name, column_name from information_schema.columns"
+                       " where table_schema in ('staging', 'marts') order by 1, 2, ordinal_position"):
+        columns[(schema, table)].append(column)
+    assert len(columns) == 8
+    assert documented == dict(columns)
