@@ -9,6 +9,7 @@ the submodule ``package.name`` when there is one, else the package.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,32 @@ def test_nothing_above_the_warehouse_layer_imports_a_driver():
     # The walk sees the drivers where they belong.
     assert "psycopg2" in drivers_imported(ROOT / "warehouse" / "postgres.py")
     assert "snowflake.connector" in drivers_imported(ROOT / "warehouse" / "snowflake.py")
+
+
+def readme_layers() -> list[tuple[str, list[str]]]:
+    """The README's table of the library's layers, top to bottom: (layer, its modules)."""
+    text = (ROOT.parent / "README.md").read_text()
+    table = text[text.index("| layer, top to bottom |"):].split("\n\n")[0].splitlines()[2:]
+    return [(row.split("|")[1].strip(), re.findall(r"`([\w.]+)`", row.split("|")[2]))
+            for row in table]
+
+
+def layer_of(module: str, layers: list[tuple[str, list[str]]]) -> int:
+    """The index of the layer naming ``module`` or a package holding it (the package itself for
+    ``mage_project``); raises if none or more than one does."""
+    name = module.removeprefix(f"{PACKAGE}.") if module != PACKAGE else "__init__"
+    found = [i for i, (_, names) in enumerate(layers) for listed in names
+             if name == listed or name.startswith(f"{listed}.")]
+    assert len(found) == 1, f"{module} is in {len(found)} layers of the README"
+    return found[0]
+
+
+def test_the_readmes_layers_are_the_import_graphs():
+    layers = readme_layers()
+    assert [layer for layer, _ in layers] == [
+        "entry points", "runner", "pipelines", "services", "warehouse", "foundation"]
+    graph = import_graph()
+    graph.pop(PACKAGE)  # the package's empty __init__
+    upward = [f"{source} imports {target}" for source, targets in graph.items()
+              for target in targets if layer_of(target, layers) < layer_of(source, layers)]
+    assert upward == []
