@@ -1,0 +1,779 @@
+"""Policy-as-code: ``python -m mage_project check [--json] [--base REF]``.
+
+The platform's rules for a project, as plain Python: one function per rule, all listed in
+``RULES`` below (id, severity, how to fix it), each made to fire by ``tests/unit/test_policy.py``.
+A finding is ``<RULE-ID> <path>[:<line>]: <what is wrong>: <how to fix it>``; ``check`` exits 1
+when any finding is an error. It reads files only: the contracts (through
+``mage_project.contracts``), the dbt models' YAML, the migrations, the pipelines' metadata.yaml and
+triggers.yaml, the block files, ``io_config.yaml`` and git (for ``--base``). No warehouse, no
+network, no dbt run (``dbt/warehouse/target/manifest.json`` is not needed).
+
+Breaking changes (DP014) compare each contract with the same file at ``--base`` (default: the merge
+base with ``main``; ``HEAD`` when that is ``HEAD`` itself, so an uncommitted change is compared with
+the last commit). An error unless the contract's major version was raised:
+
+- a table removed (dbt: a contracted model removed; datacontract-cli: ``model_removed``);
+- a column removed (dbt: a column removed; datacontract-cli: ``field_removed``);
+- ``logicalType`` or ``physicalType`` changed (dbt: ``data_type`` changed; datacontract-cli:
+  ``field_type_updated``), types compared in their canonical form (``numeric(18,2)`` is
+  ``numeric(18, 2)``);
+- ``required`` or ``unique`` changed, either way (datacontract-cli: ``field_required_updated``,
+  ``field_unique_updated``; dbt: removing a ``not_null`` or ``unique`` constraint). Turning a column
+  required is a tighter promise its producers may not keep, dropping it a looser one its
+  consumers relied on;
+- ``primaryKey`` changed, either way. Here we differ: datacontract-cli only warns
+  (``field_primary_key_updated``); dbt, like us, breaks on a primary key constraint removed;
+- a value removed from an enumeration (ODCS has no ``enum``: a quality rule ``invalidValues`` with
+  ``arguments.validValues``). Here we differ too: datacontract-cli's ``field_enum_updated`` is an
+  error whatever changed; as the issue asks, a value added is fine.
+
+Additions (a table, a column, an enumeration value) are fine. Not compared: descriptions,
+classifications (``pii`` is DP-rule material of its own, not a schema change), quality rules
+other than enumerations, SLAs. A contract deleted counts as all its tables removed.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+
+from mage_project import contracts
+from mage_project.config import PROJECT_ROOT
+
+ERROR, WARNING = "error", "warning"
+Hit = tuple[str, int | None, str]  # (path relative to the project, line or None, what is wrong)
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    severity: str
+    path: str
+    line: int | None
+    message: str
+
+    def text(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{self.rule} {where}: {self.message}"
+
+    def as_dict(self) -> dict:
+        return {"rule": self.rule, "severity": self.severity, "path": self.path, "line": self.line,
+                "message": self.message}
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    severity: str
+    fix: str  # one line: how to fix it; every finding's message ends with it
+    check: Callable[[Project], Iterable[Hit]]
+
+
+# ---------------------------------------------------------------------------------------------
+# What the rules read, once per run.
+
+MARTS_MODELS = Path("dbt/warehouse/models/marts")
+DBT_MODELS = Path("dbt/warehouse/models")
+MIGRATIONS = Path("mage_project/warehouse/sql/postgres")
+IO_CONFIG = Path("io_config.yaml")
+BASELINE = Path(".secrets.baseline")
+BLOCK_FOLDERS = {"data_loader": "data_loaders", "transformer": "transformers",
+                 "data_exporter": "data_exporters", "custom": "custom", "sensor": "sensors",
+                 "callback": "callbacks", "conditional": "conditionals"}
+# Blocks whose output Mage hands to their @tests: these must have one (a sensor, a callback
+# and a condition return no data to test).
+TESTED_BLOCK_TYPES = ("data_loader", "transformer", "data_exporter", "custom")
+
+
+def _path_tuple(json_path: str) -> tuple:
+    """``$.schema[0].properties[2].name`` -> ``("schema", 0, "properties", 2, "name")``."""
+    parts: list = []
+    for key, index, quoted in re.findall(r"\.([^.\[\]]+)|\[(\d+)\]|\['([^']*)'\]", json_path):
+        parts.append(int(index) if index else (key or quoted))
+    return tuple(parts)
+
+
+@dataclass
+class YamlFile:
+    """A YAML file's data and the line of each of its nodes (by path of keys and indexes)."""
+
+    data: object
+    lines: dict[tuple, int]
+
+    @classmethod
+    def read(cls, path: Path) -> YamlFile:
+        text = path.read_text(encoding="utf-8")
+        lines: dict[tuple, int] = {}
+
+        def walk(node: yaml.Node, at: tuple) -> None:
+            lines.setdefault(at, node.start_mark.line + 1)
+            if isinstance(node, yaml.MappingNode):
+                for key, value in node.value:
+                    lines[(*at, key.value)] = key.start_mark.line + 1
+                    walk(value, (*at, key.value))
+            elif isinstance(node, yaml.SequenceNode):
+                for index, item in enumerate(node.value):
+                    walk(item, (*at, index))
+
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return cls(None, {})
+        if root is not None:
+            walk(root, ())
+        return cls(data, lines)
+
+    def line(self, at: tuple | str) -> int | None:
+        """The line of ``at`` (a key path or a JSON path), or of its nearest ancestor."""
+        at = _path_tuple(at) if isinstance(at, str) else at
+        while at and at not in self.lines:
+            at = at[:-1]
+        return self.lines.get(at)
+
+
+@dataclass
+class Project:
+    root: Path
+    base: str | None = None  # git ref for DP014 and DP015; None: the default base
+    _contract_errors: dict[str, contracts.ContractError] = field(default_factory=dict)
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    @cached_property
+    def contract_files(self) -> dict[str, YamlFile]:
+        return {self.rel(p): YamlFile.read(p) for p in contracts.contract_paths(self.root)}
+
+    @cached_property
+    def products(self) -> list[contracts.Product]:
+        """The products of the contracts that are valid (the others are DP001's findings)."""
+        valid = []
+        for path in self.contract_files:
+            try:
+                valid.append(contracts.load_contract(Path(path), self.root))
+            except contracts.ContractError as error:
+                self._contract_errors[path] = error
+        return valid
+
+    def contract_errors(self) -> dict[str, contracts.ContractError]:
+        self.products  # noqa: B018 - loads them
+        return self._contract_errors
+
+    @cached_property
+    def pipelines(self) -> dict[str, YamlFile]:
+        return {p.parent.name: YamlFile.read(p) for p in sorted(self.root.glob("pipelines/*/metadata.yaml"))}
+
+    @cached_property
+    def dbt_models(self) -> dict[str, tuple[str, YamlFile, tuple]]:
+        """dbt model name -> (YAML file, the file, key path of its entry) for every documented model."""
+        found = {}
+        for path in sorted((self.root / DBT_MODELS).rglob("*.yml")):
+            doc = YamlFile.read(path)
+            models = doc.data.get("models") if isinstance(doc.data, dict) else None
+            for index, model in enumerate(models or []):
+                if isinstance(model, dict) and "name" in model:
+                    found.setdefault(model["name"], (self.rel(path), doc, ("models", index)))
+        return found
+
+    @cached_property
+    def migration_tables(self) -> dict[str, tuple[str, dict[str, tuple[str, bool]]]]:
+        return _migration_tables(self.root / MIGRATIONS, self.rel)
+
+    def products_of(self, pipeline: str) -> list[contracts.Product]:
+        return [p for p in self.products if pipeline in p.pipelines]
+
+    def table_line(self, product: contracts.Product, table: int, column: int | None = None,
+                   key: str | None = None) -> int | None:
+        at: tuple = ("schema", table) if column is None else ("schema", table, "properties", column)
+        return self.contract_files[product.contract].line((*at, key) if key else at)
+
+
+def _canonical_type(sql_type: str) -> str:
+    """A SQL type as sqlglot writes it for PostgreSQL: ``numeric(18,2)`` and ``decimal(18, 2)``
+    are both ``DECIMAL(18, 2)``; a type it cannot parse, lower-cased and without spaces."""
+    from sqlglot import exp
+    from sqlglot.errors import ParseError
+
+    try:
+        return exp.DataType.build(sql_type, dialect="postgres").sql("postgres")
+    except (ParseError, ValueError):
+        return re.sub(r"\s+", "", sql_type.lower())
+
+
+def _migration_tables(folder: Path, rel: Callable[[Path], str]) -> dict:
+    """schema.table -> (the migration that creates it, column -> (canonical type, nullable)),
+    columns added by later ``alter table ... add column`` included, dropped ones removed."""
+    import sqlglot
+    from sqlglot import exp
+
+    tables: dict[str, tuple[str, dict[str, tuple[str, bool]]]] = {}
+    for path in sorted(folder.glob("*.sql")):
+        for statement in sqlglot.parse(path.read_text(encoding="utf-8"), read="postgres"):
+            if isinstance(statement, exp.Create) and statement.kind == "TABLE":
+                schema = statement.this
+                name = f"{schema.this.db}.{schema.this.name}"
+                keys = {c.name for k in schema.expressions if isinstance(k, exp.PrimaryKey)
+                        for c in k.expressions}
+                tables[name] = (rel(path), {c.name: _column_def(c, keys) for c in schema.expressions
+                                            if isinstance(c, exp.ColumnDef)})
+            elif isinstance(statement, exp.Alter) and statement.args.get("kind") == "TABLE":
+                name = f"{statement.this.db}.{statement.this.name}"
+                for action in statement.args.get("actions") or []:
+                    if name in tables and isinstance(action, exp.ColumnDef):
+                        tables[name][1][action.name] = _column_def(action, set())
+                    elif (name in tables and isinstance(action, exp.Drop)
+                          and action.args.get("kind") == "COLUMN"):
+                        tables[name][1].pop(action.this.name, None)
+    return tables
+
+
+def _column_def(column, primary_key: set[str]) -> tuple[str, bool]:
+    from sqlglot import exp
+
+    kinds = [c.args.get("kind") for c in column.constraints]
+    not_null = column.name in primary_key or any(
+        isinstance(k, exp.PrimaryKeyColumnConstraint)
+        or (isinstance(k, exp.NotNullColumnConstraint) and not k.args.get("allow_null")) for k in kinds)
+    data_type = column.args.get("kind")
+    return (data_type.sql("postgres") if data_type is not None else "", not not_null)
+
+
+# ---------------------------------------------------------------------------------------------
+# The rules: one function each.
+
+def contract_is_valid(project: Project) -> Iterator[Hit]:
+    """DP001: ODCS v3.1.0 schema and the project's contract rules (mage_project.contracts)."""
+    for path, error in project.contract_errors().items():
+        for json_path, message in error.violations:
+            if not _is_owner_violation(json_path, message):
+                line = error.line or project.contract_files[path].line(json_path)
+                yield path, line, f"{json_path}: {message}"
+    if not project.contract_errors():
+        try:  # what holds across contracts: a product name and a table belong to one contract
+            contracts.load_products(project.root)
+        except contracts.ContractError as error:
+            for json_path, message in error.violations:
+                line = project.contract_files[error.path].line(json_path)
+                yield error.path, line, f"{json_path}: {message}"
+
+
+def _is_owner_violation(json_path: str, message: str) -> bool:
+    return json_path.startswith("$.team") or message.startswith("'team' is a required property")
+
+
+def contract_names_an_owner(project: Project) -> Iterator[Hit]:
+    """DP002: a team, with a member of role owner whose username is an e-mail."""
+    for path, error in project.contract_errors().items():
+        for json_path, message in error.violations:
+            if _is_owner_violation(json_path, message):
+                yield path, project.contract_files[path].line(json_path), f"{json_path}: {message}"
+
+
+def declared_tables_exist(project: Project) -> Iterator[Hit]:
+    """DP003: a marts table is a dbt model under models/marts/; any other table a migration's."""
+    models = {p.stem for p in (project.root / MARTS_MODELS).rglob("*.sql")}
+    for product in project.products:
+        for index, table in enumerate(product.tables):
+            if table.schema == "marts" and table.table not in models:
+                yield (product.contract, project.table_line(product, index),
+                       f"{table.name} has no dbt model {MARTS_MODELS / table.table}.sql")
+            elif table.schema != "marts" and table.name not in project.migration_tables:
+                yield (product.contract, project.table_line(product, index),
+                       f"{table.name} is created by no migration in {MIGRATIONS}")
+
+
+def _actual_columns(project: Project, table: contracts.Table) -> tuple[str, dict[str, dict]] | None:
+    """Where the repo says the table's columns, and each one's type and nullability if it says them."""
+    if table.schema == "marts":
+        if table.table not in project.dbt_models:
+            return None
+        path, doc, at = project.dbt_models[table.table]
+        columns = doc.data["models"][at[1]].get("columns") or []
+        return path, {c["name"]: {"type": c.get("data_type"), "nullable": None}
+                      for c in columns if isinstance(c, dict) and "name" in c}
+    if table.name not in project.migration_tables:
+        return None
+    path, columns = project.migration_tables[table.name]
+    return path, {name: {"type": kind, "nullable": nullable} for name, (kind, nullable) in columns.items()}
+
+
+def declared_columns_match(project: Project) -> Iterator[Hit]:
+    """DP004: the model's YAML (marts) or the migrations (raw) have the contract's columns, no more."""
+    for product in project.products:
+        for index, table in enumerate(product.tables):
+            if table.schema == "marts" and table.table not in project.dbt_models and any(
+                    p.stem == table.table for p in (project.root / MARTS_MODELS).rglob("*.sql")):
+                yield (product.contract, project.table_line(product, index),
+                       f"{table.name}: no dbt YAML under {DBT_MODELS} documents model {table.table}")
+            actual = _actual_columns(project, table)
+            if actual is None:
+                continue  # DP003 (or the line above) says so
+            where, columns = actual
+            for column_index, column in enumerate(table.columns):
+                if column.name not in columns:
+                    yield (product.contract, project.table_line(product, index, column_index),
+                           f"{table.name} column {column.name!r} is not in {where}")
+            for name in columns:
+                if name not in table.column_names:
+                    yield (product.contract, project.table_line(product, index),
+                           f"{table.name} column {name!r} of {where} is not in the contract")
+
+
+# ODCS logical type -> the canonical PostgreSQL types (by name, without arguments) that hold it.
+LOGICAL_TYPES = {
+    "string": {"TEXT", "VARCHAR", "CHAR", "UUID", "CITEXT"},
+    "integer": {"SMALLINT", "INT", "BIGINT"},
+    "number": {"SMALLINT", "INT", "BIGINT", "DECIMAL", "REAL", "DOUBLE PRECISION"},
+    "boolean": {"BOOLEAN"},
+    "date": {"DATE"},
+    "timestamp": {"TIMESTAMP", "TIMESTAMPTZ"},
+    "time": {"TIME", "TIMETZ"},
+    "object": {"JSON", "JSONB"},
+    "array": {"JSON", "JSONB"},
+}
+
+
+def _type_problems(table: contracts.Table, column: contracts.Column, actual: dict | None,
+                   where: str) -> Iterator[str]:
+    contract_type = _canonical_type(column.physical_type)
+    base, _, arguments = contract_type.partition("(")
+    known = set().union(*LOGICAL_TYPES.values())
+    # An integer fits a numeric without scale exactly (sum() of a bigint is one in PostgreSQL).
+    scale = arguments.rstrip(")").partition(",")[2].strip()
+    whole = column.logical_type == "integer" and base == "DECIMAL" and scale in ("", "0")
+    if base in known and not whole and base not in LOGICAL_TYPES.get(column.logical_type, known):
+        yield (f"{table.name} column {column.name!r}: logicalType {column.logical_type} cannot be "
+               f"physicalType {column.physical_type}")
+    if actual and actual["type"] and _canonical_type(actual["type"]) != contract_type:
+        yield (f"{table.name} column {column.name!r} is {actual['type']} in {where}, "
+               f"{column.physical_type} in the contract")
+    if actual and column.required and actual["nullable"]:
+        yield f"{table.name} column {column.name!r} is required but nullable in {where}"
+
+
+def declared_types_match(project: Project) -> Iterator[Hit]:
+    """DP005: logicalType fits physicalType; physicalType and required agree with the migration
+    DDL (raw) or the model YAML's data_type (marts, where given)."""
+    for product in project.products:
+        for index, table in enumerate(product.tables):
+            where, columns = _actual_columns(project, table) or ("", {})
+            for column_index, column in enumerate(table.columns):
+                for problem in _type_problems(table, column, columns.get(column.name), where):
+                    yield product.contract, project.table_line(product, index, column_index), problem
+
+
+def pipelines_belong_to_a_product(project: Project) -> Iterator[Hit]:
+    """DP006: every pipeline is in a contract's pipelines, and its tags say which (domain:, product:)."""
+    expected = contracts.pipeline_tags(project.products)
+    for name, meta in project.pipelines.items():
+        path = f"pipelines/{name}/metadata.yaml"
+        if name not in expected:
+            yield path, None, f"pipeline {name} belongs to no product"
+            continue
+        tags = (meta.data or {}).get("tags") or []
+        declared = tuple(sorted((t for t in tags if t.startswith(("domain:", "product:"))),
+                                key=lambda t: (not t.startswith("domain:"), t)))
+        if declared != expected[name]:
+            yield (path, meta.line(("tags",)),
+                   f"pipeline {name}'s tags {list(declared)} are not its products' {list(expected[name])}")
+
+
+def published_tables_belong_to_a_product(project: Project) -> Iterator[Hit]:
+    """DP007: every marts model is a table of exactly one contract."""
+    declared = {t.name for p in project.products for t in p.tables}
+    for path in sorted((project.root / MARTS_MODELS).rglob("*.sql")):
+        if f"marts.{path.stem}" not in declared:
+            yield project.rel(path), None, f"marts.{path.stem} belongs to no product"
+
+
+def _scheduled_triggers(project: Project) -> Iterator[tuple[str, str, dict, YamlFile, int]]:
+    """(pipeline, triggers.yaml path, trigger, the file, index) of every active scheduled trigger."""
+    for name in project.pipelines:
+        path = project.root / "pipelines" / name / "triggers.yaml"
+        if not path.is_file():
+            continue
+        doc = YamlFile.read(path)
+        for index, trigger in enumerate((doc.data or {}).get("triggers") or []):
+            if (isinstance(trigger, dict) and trigger.get("status") == "active"
+                    and trigger.get("schedule_type", "time") == "time"):
+                yield name, project.rel(path), trigger, doc, index
+
+
+def triggers_have_an_sla(project: Project) -> Iterator[Hit]:
+    """DP008: every active scheduled trigger has ``sla`` (seconds, > 0)."""
+    for pipeline, path, trigger, doc, index in _scheduled_triggers(project):
+        sla = trigger.get("sla")
+        if not isinstance(sla, int) or isinstance(sla, bool) or sla <= 0:
+            yield path, doc.line(("triggers", index)), f"trigger {pipeline}:{trigger.get('name')} has no SLA"
+
+
+def _retries(config: object) -> int:
+    value = config.get("retries") if isinstance(config, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def triggers_have_retries(project: Project) -> Iterator[Hit]:
+    """DP009: every block a scheduled trigger runs retries (``retry_config.retries`` >= 1).
+
+    Mage retries a block by the project's ``metadata.yaml`` ``retry_config`` merged with the
+    block's own (the scheduler's ``merge_dict(repo_config.retry_config, block.retry_config)``); the
+    trigger has no retry setting, and a pipeline's top-level ``retry_config`` serves streaming
+    pipelines only. A warning for now: no block of this project retries yet (its API client
+    retries transient errors itself), and metadata.yaml is not this rule's to change.
+    """
+    root_meta = YamlFile.read(project.root / "metadata.yaml") if (project.root / "metadata.yaml").is_file() \
+        else YamlFile(None, {})
+    project_retries = (root_meta.data or {}).get("retry_config") if isinstance(root_meta.data, dict) else None
+    for pipeline, path, trigger, doc, index in _scheduled_triggers(project):
+        blocks = ((project.pipelines[pipeline].data or {}).get("blocks")) or []
+        without = [b.get("uuid") for b in blocks if _retries(
+            {**(project_retries or {}), **(b.get("retry_config") or {})}) < 1]
+        if without:
+            yield (path, doc.line(("triggers", index)), f"trigger {pipeline}:{trigger.get('name')} runs "
+                   f"blocks without retries: {', '.join(without)}")
+
+
+def triggers_have_an_alert_route(project: Project) -> Iterator[Hit]:
+    """DP010: the products of a scheduled trigger's pipeline route its alerts (alertRoutes)."""
+    for pipeline, path, trigger, doc, index in _scheduled_triggers(project):
+        if not any(p.alert_routes for p in project.products_of(pipeline)):
+            yield (path, doc.line(("triggers", index)),
+                   f"trigger {pipeline}:{trigger.get('name')} has no alert route (no product of "
+                   f"{pipeline} names one)")
+
+
+def _python_blocks(project: Project) -> Iterator[tuple[str, Path]]:
+    for name, meta in project.pipelines.items():
+        for group in ("blocks", "callbacks", "conditionals"):
+            for block in (meta.data or {}).get(group) or []:
+                if (isinstance(block, dict) and block.get("language", "python") == "python"
+                        and block.get("type") in TESTED_BLOCK_TYPES):
+                    yield name, project.root / BLOCK_FOLDERS[block["type"]] / f"{block['uuid']}.py"
+
+
+def _test_functions(tree: ast.Module) -> list[ast.FunctionDef]:
+    def is_test(decorator: ast.expr) -> bool:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        return (isinstance(target, ast.Name) and target.id == "test") or (
+            isinstance(target, ast.Attribute) and target.attr == "test")
+
+    return [node for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            and any(is_test(d) for d in node.decorator_list)]
+
+
+def blocks_have_tests(project: Project) -> Iterator[Hit]:
+    """DP011: every Python block with an output (loader, transformer, exporter) has an @test."""
+    for pipeline, path in _python_blocks(project):
+        if not path.is_file():
+            yield (f"pipelines/{pipeline}/metadata.yaml", None,
+                   f"block file {project.rel(path)} does not exist")
+        elif not _test_functions(ast.parse(path.read_text(encoding="utf-8"))):
+            yield project.rel(path), None, f"block {path.stem} has no @test"
+
+
+def _mage_project_names(tree: ast.Module) -> set[str]:
+    """The names a module binds to mage_project or something imported from it."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "mage_project":
+            names.update(alias.asname or alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.asname or alias.name.split(".")[0] for alias in node.names
+                         if alias.name.split(".")[0] == "mage_project")
+    return names
+
+
+def _calls_a_named_check(function: ast.FunctionDef, names: set[str]) -> bool:
+    for node in ast.walk(function):
+        if isinstance(node, ast.Call):
+            target = node.func
+            while isinstance(target, ast.Attribute):
+                target = target.value
+            if isinstance(target, ast.Name) and target.id in names:
+                return True
+    return False
+
+
+def tests_call_named_checks(project: Project) -> Iterator[Hit]:
+    """DP012: each @test calls a check from mage_project (checks.require(checks.x(output)))."""
+    for _pipeline, path in _python_blocks(project):
+        if not path.is_file():
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = _mage_project_names(tree)
+        for function in _test_functions(tree):
+            if not _calls_a_named_check(function, names):
+                yield (project.rel(path), function.lineno,
+                       f"@test {function.name} calls no check of mage_project")
+
+
+CREDENTIAL_WORDS = {"PASSWORD", "PASSWD", "PWD", "PASS", "PASSPHRASE", "SECRET", "TOKEN", "KEY", "USER",
+                    "USERNAME", "ACCOUNT", "CREDENTIAL", "CREDENTIALS", "AUTH", "DSN", "URI", "URL",
+                    "CONNECTION", "PRIVATE"}
+# A whole value that only names where the setting comes from: Mage's env_var / mage_secret_var, or ${X}.
+ENV_REFERENCE = re.compile(
+    r"^\s*(\{\{\s*(env_var|mage_secret_var)\(\s*(['\"])[A-Za-z_][A-Za-z0-9_]*\3\s*\)\s*\}\}"
+    r"|\$\{[A-Za-z_][A-Za-z0-9_]*\}|\$[A-Za-z_][A-Za-z0-9_]*)\s*$")
+
+
+def _literal_credentials(value: object, at: tuple, credential: bool) -> Iterator[tuple]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            words = set(re.split(r"[^A-Za-z0-9]+", str(key).upper()))
+            yield from _literal_credentials(item, (*at, key), credential or bool(words & CREDENTIAL_WORDS))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _literal_credentials(item, (*at, index), credential)
+    elif credential and value not in (None, ""):
+        if not (isinstance(value, str) and ENV_REFERENCE.match(value)):
+            yield at
+
+
+def io_config_references_the_environment(project: Project) -> Iterator[Hit]:
+    """DP013: every credential-like key of io_config.yaml is an environment reference."""
+    path = project.root / IO_CONFIG
+    if not path.is_file():
+        return
+    doc = YamlFile.read(path)
+    for at in _literal_credentials(doc.data, (), False):
+        yield (str(IO_CONFIG), doc.line(at),
+               f"{'.'.join(map(str, at))} holds a value, not an environment reference")
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+
+
+def default_base(root: Path) -> str | None:
+    """The merge base with ``main``, or ``HEAD`` when that is ``HEAD`` (or there is no ``main``);
+    None outside a git work tree or before the first commit."""
+    if _git(root, "rev-parse", "--verify", "--quiet", "HEAD").returncode != 0:
+        return None
+    head = _git(root, "rev-parse", "HEAD").stdout.strip()
+    merge_base = _git(root, "merge-base", "main", "HEAD")
+    if merge_base.returncode != 0 or merge_base.stdout.strip() == head:
+        return "HEAD"
+    return merge_base.stdout.strip()
+
+
+def _resolved_base(project: Project) -> tuple[str | None, str | None]:
+    """(the base ref, or None; why it cannot be read, or None)."""
+    base = project.base or default_base(project.root)
+    if base is None:
+        return None, None  # not a git work tree: nothing to compare with
+    if _git(project.root, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}").returncode != 0:
+        return None, f"git base {base!r} is not a commit of this repository"
+    return base, None
+
+
+def _contracts_at(root: Path, base: str) -> dict[str, dict]:
+    """Each contract's document at ``base`` (path relative to the project -> its data)."""
+    listed = _git(root, "ls-tree", "-r", "--name-only", base, "--", str(contracts.CONTRACTS)).stdout.split()
+    schema_folder = contracts.SCHEMA.parent.as_posix() + "/"
+    documents = {}
+    for path in listed:
+        if path.endswith(".yaml") and not path.startswith(schema_folder):
+            try:
+                document = yaml.safe_load(_git(root, "show", f"{base}:./{path}").stdout)
+            except yaml.YAMLError:
+                continue  # unreadable then: nothing it promised can be held against it
+            if isinstance(document, dict):
+                documents[path] = document
+    return documents
+
+
+def _major(version: object) -> int | None:
+    match = re.match(r"^(\d+)\.", str(version))
+    return int(match.group(1)) if match else None
+
+
+def _tables_of(document: dict) -> dict[str, dict]:
+    return {t["physicalName"]: t for t in document.get("schema") or []
+            if isinstance(t, dict) and "physicalName" in t}
+
+
+def _valid_values(column: dict) -> set | None:
+    values = None
+    for rule in column.get("quality") or []:
+        if isinstance(rule, dict) and rule.get("metric") == "invalidValues":
+            allowed = (rule.get("arguments") or {}).get("validValues")
+            if isinstance(allowed, list):
+                values = (values or set()) | {str(v) for v in allowed}
+    return values
+
+
+def _column_changes(table: str, old: dict, new: dict) -> Iterator[str]:
+    name = old.get("name")
+    for key in ("logicalType", "physicalType"):
+        before, after = old.get(key), new.get(key)
+        if key == "physicalType" and before and after:
+            before, after = _canonical_type(str(before)), _canonical_type(str(after))
+        if before != after:
+            yield f"{table} column {name!r}: {key} changed from {old.get(key)} to {new.get(key)}"
+    for key in ("required", "unique", "primaryKey"):
+        if bool(old.get(key, False)) != bool(new.get(key, False)):
+            yield f"{table} column {name!r}: {key} changed from {bool(old.get(key))} to {bool(new.get(key))}"
+    before, after = _valid_values(old), _valid_values(new)
+    if before is not None and (after is not None and before - after):
+        yield f"{table} column {name!r}: enumeration lost {sorted(before - after)}"
+
+
+def _table_changes(table: str, old: dict, new: dict) -> Iterator[tuple[str, str | None]]:
+    """(what broke, the column it is about or None) between two versions of one table."""
+    new_columns = {c.get("name"): c for c in new.get("properties") or [] if isinstance(c, dict)}
+    for column in old.get("properties") or []:
+        if not isinstance(column, dict):
+            continue
+        if column.get("name") not in new_columns:
+            yield f"{table} column {column.get('name')!r} removed", None
+        else:
+            for change in _column_changes(table, column, new_columns[column.get("name")]):
+                yield change, column.get("name")
+
+
+def contracts_keep_compatibility(project: Project) -> Iterator[Hit]:
+    """DP014: no breaking change against the git base unless the major version was raised
+    (the module's docstring lists what breaks and where this differs from dbt and datacontract-cli)."""
+    base, problem = _resolved_base(project)
+    if problem:
+        yield str(contracts.CONTRACTS), None, problem
+    if base is None:
+        return
+    before = _contracts_at(project.root, base)
+    now = {path: doc.data for path, doc in project.contract_files.items() if isinstance(doc.data, dict)}
+    now_tables = {name: (path, t) for path, doc in now.items() for name, t in _tables_of(doc).items()}
+    for path, old in sorted(before.items()):
+        for name, table in _tables_of(old).items():
+            current_path, current = now_tables.get(name, (path, None))
+            current_doc = now.get(current_path) or {}
+            old_major, new_major = _major(old.get("version")), _major(current_doc.get("version"))
+            if old_major is not None and new_major is not None and new_major > old_major:
+                continue
+            shown = f"(at {base} {path} {old.get('version')}, now {current_doc.get('version', 'deleted')})"
+            if current is None:
+                yield current_path, None, f"table {name} removed {shown}"
+                continue
+            doc = project.contract_files[current_path]
+            index = next(i for i, t in enumerate(current_doc["schema"]) if t is current)
+            for change, column in _table_changes(name, table, current):
+                columns = [c.get("name") for c in current.get("properties") or [] if isinstance(c, dict)]
+                at = ("schema", index, "properties", columns.index(column)) if column else ("schema", index)
+                yield current_path, doc.line(at), f"{change} {shown}"
+
+
+def _changed_files(project: Project, base: str | None) -> list[str]:
+    """The files to scan for secrets: those that differ from ``base`` (committed or not) and the
+    untracked ones git does not ignore; every tracked file without a base."""
+    if base is None:
+        listed = _git(project.root, "ls-files", "-z")
+        names = listed.stdout.split("\0") if listed.returncode == 0 else [
+            project.rel(p) for p in project.root.rglob("*") if p.is_file()]
+    else:
+        names = _git(project.root, "diff", "--name-only", "-z", "--diff-filter=d", base).stdout.split("\0")
+        names += _git(project.root, "ls-files", "-z", "--others", "--exclude-standard").stdout.split("\0")
+    return sorted({n for n in names if n and n != str(BASELINE) and (project.root / n).is_file()})
+
+
+def no_secrets_committed(project: Project) -> Iterator[Hit]:
+    """DP015: detect-secrets (the plugins and filters of ``.secrets.baseline``) finds nothing in the
+    files changed since the base that the baseline does not hold, and the baseline holds only
+    secrets audited as false positives (``is_secret: false``). Files unchanged since the base were
+    scanned when they changed; ``detect-secrets scan --baseline .secrets.baseline`` rescans them all.
+    """
+    try:
+        from detect_secrets import SecretsCollection
+        from detect_secrets.settings import transient_settings
+    except ImportError:
+        yield str(BASELINE), None, "detect-secrets is not installed (make setup)"
+        return
+    path = project.root / BASELINE
+    if not path.is_file():
+        yield str(BASELINE), None, "no secrets baseline"
+        return
+    baseline = json.loads(path.read_text(encoding="utf-8"))
+    known = set()
+    for filename, secrets in sorted((baseline.get("results") or {}).items()):
+        for secret in secrets:
+            known.add((filename, secret.get("type"), secret.get("hashed_secret")))
+            if secret.get("is_secret") is not False:
+                yield (filename, secret.get("line_number"),
+                       f"{secret.get('type')} in the baseline, not audited as a false positive")
+    base, _problem = _resolved_base(project)  # DP014 reports a bad base
+    with transient_settings({k: baseline[k] for k in ("plugins_used", "filters_used") if k in baseline}):
+        found = SecretsCollection(root=str(project.root))
+        for filename in _changed_files(project, base):
+            found.scan_file(filename)
+    for filename, secret in found:
+        if (filename, secret.type, secret.secret_hash) not in known:
+            yield filename, secret.line_number, f"possible secret ({secret.type})"
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("DP001", ERROR, "make the contract valid ODCS v3.1.0 and meet mage_project.contracts.PROFILE",
+         contract_is_valid),
+    Rule("DP002", ERROR, "add a team member with role owner and an e-mail as username",
+         contract_names_an_owner),
+    Rule("DP003", ERROR, "add the dbt model or migration, or remove the table from the contract",
+         declared_tables_exist),
+    Rule("DP004", ERROR, "make the model's YAML columns (marts) or the migrations (raw) the contract's",
+         declared_columns_match),
+    Rule("DP005", ERROR, "make the contract's types and required agree with the DDL or data_type",
+         declared_types_match),
+    Rule("DP006", ERROR, "list the pipeline in its product's contract (customProperties pipelines) "
+         "and tag it with contracts.pipeline_tags", pipelines_belong_to_a_product),
+    Rule("DP007", ERROR, "declare the mart in its product's contract (schema[])",
+         published_tables_belong_to_a_product),
+    Rule("DP008", ERROR, "give the trigger an sla (seconds) in triggers.yaml", triggers_have_an_sla),
+    Rule("DP009", WARNING, "set retry_config: {retries: N} in metadata.yaml (the project's or each block's)",
+         triggers_have_retries),
+    Rule("DP010", ERROR, "list the pipeline in a contract that has alertRoutes",
+         triggers_have_an_alert_route),
+    Rule("DP011", ERROR, "add an @test that calls a check of mage_project.checks", blocks_have_tests),
+    Rule("DP012", ERROR, "call a named check, e.g. checks.require(checks.<check>(output)), not a bare assert",
+         tests_call_named_checks),
+    Rule("DP013", ERROR, "use \"{{ env_var('NAME') }}\" and set NAME in the environment (.env)",
+         io_config_references_the_environment),
+    Rule("DP014", ERROR, "make the change additive, or raise the contract's major version",
+         contracts_keep_compatibility),
+    Rule("DP015", ERROR, "remove the secret and read it from the environment; a false positive: "
+         "detect-secrets scan --baseline .secrets.baseline, then detect-secrets audit .secrets.baseline",
+         no_secrets_committed),
+)
+
+
+def check(root: Path = PROJECT_ROOT, base: str | None = None,
+          rules: Iterable[str] | None = None) -> list[Finding]:
+    """Every finding of ``rules`` (default: all) on the project at ``root``, by rule, path and line."""
+    project = Project(root=Path(root), base=base)
+    wanted = set(rules) if rules is not None else None
+    findings = []
+    for rule in RULES:
+        if wanted is None or rule.id in wanted:
+            findings += [Finding(rule.id, rule.severity, path, line, f"{detail}: {rule.fix}")
+                         for path, line, detail in rule.check(project)]
+    return sorted(dict.fromkeys(findings), key=lambda f: (f.rule, f.path, f.line or 0, f.message))
+
+
+def check_command(as_json: bool = False, base: str | None = None, root: Path = PROJECT_ROOT) -> int:
+    """``python -m mage_project check [--json] [--base REF]``: prints the findings (one line each, or a
+    JSON list), a summary on stderr; 1 when any is an error, else 0."""
+    findings = check(root, base)
+    if as_json:
+        print(json.dumps([f.as_dict() for f in findings], indent=2))
+    else:
+        for finding in findings:
+            print(finding.text())
+    errors = sum(f.severity == ERROR for f in findings)
+    print(f"check: {errors} error(s), {len(findings) - errors} warning(s), {len(RULES)} rules",
+          file=sys.stderr)
+    return 1 if errors else 0
