@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -32,6 +32,10 @@ SCHEMA = CONTRACTS / "schema" / "odcs-json-schema-v3.1.0.json"
 API_VERSION = "v3.1.0"
 CLASSIFICATIONS = ("public", "internal", "confidential", "pii")
 OWNER_ROLE = "owner"
+# How a pii column may reach a published (marts) table: hashed, declared on the column as the
+# custom property ``masking`` (ODCS has no field for it); the value says with what.
+MASKINGS = ("sha256", "md5")
+PUBLISHED_SCHEMAS = ("marts",)
 
 _SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -138,6 +142,7 @@ class Column:
     unique: bool = False
     primary_key: bool = False
     description: str = ""
+    masking: str | None = None  # one of MASKINGS: how a pii column is hashed where published
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,12 @@ class QualityRule:
     type: str  # ODCS quality type: library, sql, custom, text
     severity: str
     description: str = ""
+    metric: str | None = None  # library rules: nullValues, invalidValues, duplicateValues, rowCount
+    arguments: dict = field(default_factory=dict, hash=False)  # the metric's (validValues, ...)
+    query: str | None = None  # sql rules: a select of one number, {object} the table
+    operator: str | None = None  # mustBe, mustNotBe, mustBeGreaterThan, ... (ODCS's names)
+    threshold: object = field(default=None, hash=False)  # the operator's value (a pair: Between)
+    engine: str | None = None  # custom rules: the tool that runs them (dbt: a test of that name)
 
 
 @dataclass(frozen=True)
@@ -359,18 +370,57 @@ def _table(obj: dict) -> Table:
             name=prop["name"], logical_type=prop["logicalType"], physical_type=prop["physicalType"],
             classification=prop["classification"], required=prop.get("required", False),
             unique=prop.get("unique", False), primary_key=prop.get("primaryKey", False),
-            description=prop.get("description", "").strip()))
+            description=prop.get("description", "").strip(), masking=_masking(prop)))
         for rule in prop.get("quality") or []:
             quality.append(_rule(rule, name, prop["name"]))
     return Table(name=name, columns=tuple(columns), quality=tuple(quality),
                  description=(obj.get("description") or "").strip())
 
 
+OPERATORS = ("mustBe", "mustNotBe", "mustBeGreaterThan", "mustBeGreaterOrEqualTo",
+             "mustBeLessThan", "mustBeLessOrEqualTo", "mustBeBetween", "mustNotBeBetween")
+
+
 def _rule(rule: dict, table: str, column: str | None) -> QualityRule:
     kind = rule.get("type", "library")
+    operator = next((op for op in OPERATORS if op in rule), None)
     return QualityRule(name=rule.get("name") or f"{table}.{column or ''}:{rule.get('metric', kind)}",
                        table=table, column=column, type=kind, severity=rule.get("severity", "error"),
-                       description=(rule.get("description") or "").strip())
+                       description=(rule.get("description") or "").strip(),
+                       metric=rule.get("metric"), arguments=dict(rule.get("arguments") or {}),
+                       query=rule.get("query"), operator=operator,
+                       threshold=rule.get(operator) if operator else None, engine=rule.get("engine"))
+
+
+def _masking(prop: dict) -> str | None:
+    for custom in prop.get("customProperties") or []:
+        if isinstance(custom, dict) and custom.get("property") == "masking":
+            return custom.get("value")
+    return None
+
+
+def _masking_problems(document: dict) -> list[tuple[str, str]]:
+    """A pii column of a published table must declare its masking, and only a pii column may."""
+    problems = []
+    for t, obj in enumerate(document.get("schema") or []):
+        if not isinstance(obj, dict):
+            continue  # the schema's own violation
+        published = str(obj.get("physicalName", "")).partition(".")[0] in PUBLISHED_SCHEMAS
+        for c, prop in enumerate(obj.get("properties") or []):
+            if not isinstance(prop, dict):
+                continue
+            masking, where = _masking(prop), f"$.schema[{t}].properties[{c}]"
+            if masking is not None and masking not in MASKINGS:
+                problems.append((f"{where}.customProperties", f"masking {masking!r} is not one of "
+                                 f"{', '.join(MASKINGS)}"))
+            elif prop.get("classification") == "pii" and published and masking is None:
+                problems.append((where, f"{obj['physicalName']}.{prop.get('name')} is pii in a "
+                                 "published table: declare its masking (customProperties: "
+                                 f"masking: one of {', '.join(MASKINGS)}), or do not publish it"))
+            elif masking is not None and prop.get("classification") != "pii":
+                problems.append((f"{where}.customProperties",
+                                 "masking is declared on a column that is not classified pii"))
+    return problems
 
 
 def load_contract(path: Path, root: Path = PROJECT_ROOT) -> Product:
@@ -391,7 +441,7 @@ def load_contract(path: Path, root: Path = PROJECT_ROOT) -> Product:
     custom, custom_problems = _custom_properties(document)
     owner_email, owner_problems = _owner_email(document)
     problems += custom_problems + owner_problems + _sla_problems(document)
-    problems += _path_problems(document, relative)
+    problems += _path_problems(document, relative) + _masking_problems(document)
     triggers: list[Trigger] = []
     if isinstance(custom.get("pipelines"), list):
         triggers, missing = _triggers(root, custom["pipelines"])

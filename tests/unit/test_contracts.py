@@ -145,6 +145,22 @@ BREAKS = {
     "an owner without an e-mail": (
         "    - username: finance-data@example.com", "    - username: finance-data",
         "$.team.members", "no member with role 'owner' and an e-mail as username"),
+    "a pii column in a published table without its masking": (
+        "        classification: internal\n        description: Country of the customer's",
+        "        classification: pii\n        description: Country of the customer's",
+        "$.schema[1].properties[1]",
+        "marts.dim_customers.country is pii in a published table: declare its masking"),
+    "a masking of its own": (
+        "        classification: internal\n        description: Country of the customer's",
+        "        classification: pii\n        customProperties:\n          - property: masking\n"
+        "            value: rot13\n        description: Country of the customer's",
+        "$.schema[1].properties[1].customProperties", "masking 'rot13' is not one of sha256, md5"),
+    "a masking on a column that is not pii": (
+        "        classification: internal\n        description: Country of the customer's",
+        "        classification: internal\n        customProperties:\n          - property: masking\n"
+        "            value: sha256\n        description: Country of the customer's",
+        "$.schema[1].properties[1].customProperties",
+        "masking is declared on a column that is not classified pii"),
     "a version that is not semver": (
         "version: 1.0.0", "version: '1.0'", "$.version", "'1.0' does not match"),
 }
@@ -295,6 +311,32 @@ def test_the_products_quality_rules_are_typed_with_their_table_and_column(produc
         ("payment_amount_is_plausible", "amount", "error"),
         ("payment_status_is_known", "status", "error"),
     ]
+
+
+def test_a_rule_keeps_what_checking_it_needs(products):
+    revenue = products["finance/revenue"]
+    net = revenue.table("marts.fct_daily_revenue").quality[0]
+    assert (net.query, net.operator, net.threshold, net.metric) == (
+        "select count(*) from {object} where not (net_revenue = gross_revenue - refunds)",
+        "mustBe", 0, None)
+    custom = revenue.table("marts.fct_daily_revenue").quality[4]
+    assert (custom.type, custom.engine, custom.query) == ("custom", "dbt", None)
+    campaign = products["marketing/campaign_performance"].table("marts.fct_campaign_performance")
+    unique = next(r for r in campaign.quality if r.metric == "duplicateValues")
+    assert (unique.arguments, unique.operator, unique.threshold) == (
+        {"properties": ["date", "campaign"]}, "mustBe", 0)
+    status = next(r for r in products["platform/file_drops"].table("raw.billing__payments").quality
+                  if r.name == "payment_status_is_known")
+    assert (status.metric, status.arguments, status.column) == (
+        "invalidValues", {"validValues": ["succeeded", "failed", "refunded"]}, "status")
+
+
+def test_a_pii_column_may_be_published_hashed_as_declared(project):
+    edit(project, "        classification: internal\n        description: Country of the customer's",
+         "        classification: pii\n        customProperties:\n          - property: masking\n"
+         "            value: sha256\n        description: Country of the customer's")
+    country = contracts.load_contract(project / REVENUE, root=project).table("marts.dim_customers").columns[1]
+    assert (country.name, country.classification, country.masking) == ("country", "pii", "sha256")
 
 
 def test_a_date_the_standard_formats_is_checked(project):
