@@ -4,9 +4,18 @@ The platform's rules for a project, as plain Python: one function per rule, all 
 ``RULES`` below (id, severity, how to fix it), each made to fire by ``tests/unit/test_policy.py``.
 A finding is ``<RULE-ID> <path>[:<line>]: <what is wrong>: <how to fix it>``; ``check`` exits 1
 when any finding is an error. It reads files only: the contracts (through
-``mage_project.contracts``), the dbt models' YAML, the migrations, the pipelines' metadata.yaml and
-triggers.yaml, the block files, ``io_config.yaml`` and git (for ``--base``). No warehouse, no
-network, no dbt run (``dbt/warehouse/target/manifest.json`` is not needed).
+``mage_project.contracts``), the dbt models' YAML and SQL, the migrations, the pipelines'
+metadata.yaml and triggers.yaml, the block files, ``io_config.yaml`` and git (for ``--base``). No
+warehouse, no network, no dbt run (``dbt/warehouse/target/manifest.json`` is not needed).
+
+No pii in clear (DP016) reads the models' SQL, not column names: each model's Jinja is rendered
+here as dbt renders it on PostgreSQL (``ref``, ``source``, the project's own macros), and every
+marts column is traced by ``sqlglot.lineage`` through the staging and intermediate models to the
+raw columns it is computed from. A path that reaches a column its contract classifies ``pii``
+must pass a hash (md5, sha256, sha2, hash, or a function or macro named for masking or hashing),
+and the mart's contract must say so: the column classified ``pii`` with
+``customProperties: [{property: masking, value: sha256}]`` (``md5`` the other value
+``mage_project.contracts`` takes). A pii column used only in a join or a filter is not published.
 
 Breaking changes (DP014) compare each contract with the same file at ``--base`` (default: the merge
 base with ``main``; ``HEAD`` when that is ``HEAD`` itself, so an uncommitted change is compared with
@@ -83,6 +92,7 @@ class Rule:
 
 MARTS_MODELS = Path("dbt/warehouse/models/marts")
 DBT_MODELS = Path("dbt/warehouse/models")
+DBT_MACROS = Path("dbt/warehouse/macros")
 MIGRATIONS = Path("mage_project/warehouse/sql/postgres")
 IO_CONFIG = Path("io_config.yaml")
 BASELINE = Path(".secrets.baseline")
@@ -428,8 +438,7 @@ def triggers_have_retries(project: Project) -> Iterator[Hit]:
     Mage retries a block by the project's ``metadata.yaml`` ``retry_config`` merged with the
     block's own (the scheduler's ``merge_dict(repo_config.retry_config, block.retry_config)``); the
     trigger has no retry setting, and a pipeline's top-level ``retry_config`` serves streaming
-    pipelines only. A warning for now: no block of this project retries yet (its API client
-    retries transient errors itself), and metadata.yaml is not this rule's to change.
+    pipelines only. The project's metadata.yaml sets ``retry_config`` for every block.
     """
     root_meta = YamlFile.read(project.root / "metadata.yaml") if (project.root / "metadata.yaml").is_file() \
         else YamlFile(None, {})
@@ -717,6 +726,168 @@ def no_secrets_committed(project: Project) -> Iterator[Hit]:
         if (filename, secret.type, secret.secret_hash) not in known:
             yield filename, secret.line_number, f"possible secret ({secret.type})"
 
+# Functions that hash or mask what they are given (PostgreSQL's md5, sha256, digest; Snowflake's
+# sha2, md5, hash); a function or macro whose name says mask or hash counts too.
+HASHING_FUNCTIONS = {"md5", "sha1", "sha224", "sha256", "sha384", "sha512", "sha2", "digest", "hash",
+                     "md5_hex", "sha1_hex", "sha2_hex"}
+
+
+def _is_hashing(node) -> bool:
+    from sqlglot import exp
+
+    if not isinstance(node, exp.Func):
+        return False
+    name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+    return name in HASHING_FUNCTIONS or "mask" in name or "hash" in name
+
+
+class _Macros:
+    """The project's own macros (dbt/warehouse/macros/*.sql) as Jinja, rendered the way dbt
+    renders them on PostgreSQL: ``adapter.dispatch(name)`` picks ``postgres__name``, else
+    ``default__name``; ``return(x)`` gives x."""
+
+    def __init__(self, environment, folder: Path):
+        text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.sql")))
+        self.module = environment.from_string(text).make_module({"adapter": self, "return": lambda v: v})
+
+    def dispatch(self, name: str, macro_namespace: str | None = None):
+        return getattr(self.module, f"postgres__{name}", None) or getattr(self.module, f"default__{name}")
+
+    def get(self, name: str):
+        macro = getattr(self.module, name, None)
+        if macro is not None:
+            return macro
+        # A macro of a package: called by name, so a masking macro still reads as one.
+        return lambda *args, **kwargs: f"{name}({', '.join(map(str, args))})"
+
+
+def _rendered_models(root: Path) -> dict[str, tuple[Path, str]]:
+    """schema.model -> (its .sql file, its SQL): the Jinja rendered without dbt or a warehouse
+    (``ref('m')`` is ``<folder of m>.m``, ``source('raw', 't')`` is ``raw.t``, ``config()`` nothing,
+    the project's macros as dbt renders them on PostgreSQL)."""
+    import jinja2
+    import jinja2.meta
+
+    environment = jinja2.Environment(extensions=["jinja2.ext.do"])
+    macros = _Macros(environment, root / DBT_MACROS)
+    paths = {p.stem: p for p in sorted((root / DBT_MODELS).rglob("*.sql"))}
+    schemas = {name: path.parent.name for name, path in paths.items()}
+    fixed = {"ref": lambda model: f"{schemas.get(model, 'unknown')}.{model}",
+             "source": lambda source, table: f"{source}.{table}", "config": lambda *a, **k: "",
+             "var": lambda name, default=None: default, "is_incremental": lambda: False}
+    rendered = {}
+    for name, path in paths.items():
+        text = path.read_text(encoding="utf-8")
+        names = jinja2.meta.find_undeclared_variables(environment.parse(text))
+        context = {n: fixed.get(n) or macros.get(n) for n in names}
+        rendered[f"{schemas[name]}.{name}"] = (path, environment.from_string(text).render(context))
+    return rendered
+
+
+def _output_columns(sql: str) -> list[str]:
+    """The names a model's final select gives its columns (after expanding ``select * from final``)."""
+    import sqlglot
+
+    query = sqlglot.parse_one(sql, read="postgres")
+    selects = query.selects
+    if len(selects) == 1 and selects[0].is_star:
+        table = query.args["from_"].this.name if query.args.get("from_") else None
+        cte = next((c for c in query.ctes if c.alias == table), None)
+        if cte is not None:
+            selects = cte.this.selects
+    return [s.alias_or_name for s in selects if not s.is_star]
+
+
+def _projection_line(path: Path, column: str) -> int | None:
+    """The last line of the model that names ``column`` as an output (``as column`` or ``.column,``)."""
+    name = re.escape(column)
+    pattern = re.compile(rf"\bas\s+{name}\b|\.{name}\s*,?\s*$|^\s*{name}\s*,?\s*$", re.IGNORECASE)
+    text = path.read_text(encoding="utf-8").splitlines()
+    lines = [number for number, line in enumerate(text, 1) if pattern.search(line)]
+    return lines[-1] if lines else None
+
+
+def _edge_is_hashed(node, child) -> bool:
+    """Every use, in ``node``'s expression, of the column ``child`` traces to is inside a hash."""
+    from sqlglot import exp
+
+    name = child.name.rpartition(".")[2]
+    uses = [c for c in node.expression.find_all(exp.Column) if c.name == name]
+    return bool(uses) and all(any(_is_hashing(a) for a in _ancestors(c, node.expression)) for c in uses)
+
+
+def _ancestors(node, top) -> Iterator:
+    while node is not None and node is not top:
+        node = node.parent
+        if node is not None:
+            yield node
+
+
+def _pii_paths(node, pii: dict[str, str], hashed: bool = False) -> Iterator[tuple[str, bool]]:
+    """(pii source column, whether its path was hashed) for every path from ``node`` to a source."""
+    from sqlglot import exp
+
+    if not node.downstream:
+        if isinstance(node.source, exp.Table):
+            name = f"{node.source.db}.{node.source.name}.{node.name.rpartition('.')[2]}"
+            if name in pii:
+                yield name, hashed
+        return
+    for child in node.downstream:
+        yield from _pii_paths(child, pii, hashed or _edge_is_hashed(node, child))
+
+
+def _source_schema(project: Project) -> dict:
+    """sqlglot's schema of the tables the models read: the migrations' DDL, else the contracts."""
+    schema: dict = {}
+    for name, (_path, columns) in project.migration_tables.items():
+        db, _, table = name.partition(".")
+        schema.setdefault(db, {})[table] = {c: kind or "text" for c, (kind, _null) in columns.items()}
+    for product in project.products:
+        for table in product.tables:
+            db, _, name = table.name.partition(".")
+            if db not in contracts.PUBLISHED_SCHEMAS:
+                schema.setdefault(db, {}).setdefault(name, {c.name: c.physical_type for c in table.columns})
+    return schema
+
+
+def no_pii_in_clear(project: Project) -> Iterator[Hit]:
+    """DP016: no marts column traces (sqlglot lineage through the rendered staging and intermediate
+    models) to a source column its contract classifies ``pii``, unless every such path passes a hash
+    (md5, sha256, sha2, hash, a masking macro) and the mart's contract declares the column's
+    masking (``customProperties: [{property: masking, value: sha256}]``)."""
+    from sqlglot.errors import SqlglotError
+    from sqlglot.lineage import lineage
+
+    pii = {f"{t.name}.{c.name}": t.name for p in project.products for t in p.tables
+           for c in t.columns if c.classification == "pii"}
+    if not pii:
+        return
+    declared = {f"{t.name}.{c.name}": c.masking
+                for p in project.products for t in p.tables for c in t.columns}
+    schema = _source_schema(project)
+    models = _rendered_models(project.root)
+    sources = {name: sql for name, (_path, sql) in models.items() if not name.startswith("marts.")}
+    for name, (path, sql) in sorted(models.items()):
+        if not name.startswith("marts."):
+            continue
+        for column in _output_columns(sql):
+            try:
+                root = lineage(column, sql, schema=schema, sources=sources, dialect="postgres")
+            except SqlglotError as error:
+                yield project.rel(path), None, f"{name} column {column!r}: no lineage ({error})"
+                continue
+            paths = dict.fromkeys(sorted(_pii_paths(root, pii)))
+            clear = sorted({source for source, hashed in paths if not hashed})
+            hashed = sorted({source for source, was_hashed in paths if was_hashed} - set(clear))
+            line = _projection_line(path, column)
+            if clear:
+                yield (project.rel(path), line, f"{name} column {column!r} publishes pii "
+                       f"{', '.join(clear)} in clear")
+            elif hashed and not declared.get(f"{name}.{column}"):
+                yield (project.rel(path), line, f"{name} column {column!r} hashes pii "
+                       f"{', '.join(hashed)} but its contract declares no masking")
+
 
 RULES: tuple[Rule, ...] = (
     Rule("DP001", ERROR, "make the contract valid ODCS v3.1.0 and meet mage_project.contracts.PROFILE",
@@ -734,7 +905,7 @@ RULES: tuple[Rule, ...] = (
     Rule("DP007", ERROR, "declare the mart in its product's contract (schema[])",
          published_tables_belong_to_a_product),
     Rule("DP008", ERROR, "give the trigger an sla (seconds) in triggers.yaml", triggers_have_an_sla),
-    Rule("DP009", WARNING, "set retry_config: {retries: N} in metadata.yaml (the project's or each block's)",
+    Rule("DP009", ERROR, "set retry_config: {retries: N} in metadata.yaml (the project's or each block's)",
          triggers_have_retries),
     Rule("DP010", ERROR, "list the pipeline in a contract that has alertRoutes",
          triggers_have_an_alert_route),
@@ -748,6 +919,8 @@ RULES: tuple[Rule, ...] = (
     Rule("DP015", ERROR, "remove the secret and read it from the environment; a false positive: "
          "detect-secrets scan --baseline .secrets.baseline, then detect-secrets audit .secrets.baseline",
          no_secrets_committed),
+    Rule("DP016", ERROR, "leave it out of the mart, or hash it (sha256, md5) and declare the column's "
+         "masking in its contract (classification pii, customProperties masking)", no_pii_in_clear),
 )
 
 
