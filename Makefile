@@ -16,7 +16,7 @@ include .env
 export
 endif
 
-.PHONY: setup git-filter demo test test-reliability editor bench lock lint clean
+.PHONY: setup git-filter demo check test test-reliability editor bench lock lint clean
 
 setup: $(STAMP) $(STANDINS)/.installed $(CHROMIUM) git-filter
 
@@ -48,8 +48,15 @@ git-filter:
 demo: setup
 	$(BIN)/python -m mage_project demo
 
-# Everything but the long fault matrix (tests marked reliability), which test-reliability runs.
+# The platform's policies on the project (mage_project.policy, DP001-DP016): one line per finding,
+# fails on any error. Reads files and git only: no warehouse, a few seconds.
+check: setup
+	$(BIN)/python -m mage_project check
+
+# The policies, then everything but the long fault matrix (tests marked reliability), which
+# test-reliability runs.
 test: setup
+	$(BIN)/python -m mage_project check
 	$(BIN)/python -m pytest -m "not reliability"
 
 # The fault matrix: SIGKILL at every point of both pipelines, the warehouse stopped or cut off

@@ -180,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     products = sub.add_parser("products", help="the data products, their owners, tables, pipelines"
                                                " and alert routes (contracts/)")
     products.add_argument("--json", action="store_true", help="one JSON object per product")
+    check = sub.add_parser("check", help="the platform's policies on the project (mage_project.policy):"
+                                         " one line per finding, exit 1 on any error")
+    check.add_argument("--json", action="store_true", help="the findings as one JSON list")
+    check.add_argument("--base", metavar="REF", help="git ref the contracts must stay compatible with"
+                                                     " (default: the merge base with main, or HEAD)")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["dbt"]:  # everything after it is dbt's
         return transform.dbt_command(argv[1:])
@@ -189,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_command(args)
     if args.command == "products":
         return products_command(args.json)
+    if args.command == "check":
+        from mage_project import policy
+
+        return policy.check_command(as_json=args.json, base=args.base)
     if args.command == "editor":
         from mage_project import editor
 

@@ -2,12 +2,16 @@
 naming it, before any service starts."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from conftest import run_cli
 
 from mage_project import cli, config
 from mage_project.runner import dependency_order
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_blocks_run_in_dependency_order():
@@ -122,3 +126,28 @@ def test_products_lists_every_product_from_its_contract(capsys):
     assert cli.main(["products"]) == cli.EXIT_SUCCEEDED
     text = capsys.readouterr().out
     assert "PagerDuty key in $PAGERDUTY_ROUTING_KEY_FINANCE" in text
+
+
+def test_check_on_the_project_finds_nothing_and_exits_0():
+    result = run_cli("check")
+    assert (result.returncode, result.stdout) == (0, ""), result.stdout + result.stderr[-3000:]
+    assert result.stderr == "check: 0 error(s), 0 warning(s), 16 rules\n"
+
+
+def test_check_with_a_base_that_is_no_commit_exits_1_naming_it(capsys):
+    assert cli.main(["check", "--json", "--base", "no-such-ref"]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out) == [{
+        "rule": "DP014", "severity": "error", "path": "contracts", "line": None,
+        "message": "git base 'no-such-ref' is not a commit of this repository: make the change "
+                   "additive, or raise the contract's major version"}]
+    assert err == "check: 1 error(s), 0 warning(s), 16 rules\n"
+
+
+def test_make_check_and_make_test_run_the_check_first():
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = {target: re.search(rf"^{target}:.*\n((?:\t.*\n)+)", makefile, re.M)[1].splitlines()
+              for target in ("check", "test")}
+    assert recipe["check"] == ["\t$(BIN)/python -m mage_project check"]
+    assert recipe["test"][0] == "\t$(BIN)/python -m mage_project check"
+    assert recipe["test"][1].startswith("\t$(BIN)/python -m pytest ")
