@@ -266,7 +266,7 @@ def contract_is_valid(project: Project) -> Iterator[Hit]:
     for path, error in project.contract_errors().items():
         for json_path, message in error.violations:
             if not _is_owner_violation(json_path, message):
-                line = error.line or project.contract_files[path].line(json_path)
+                line = error.line or _violation_line(project.contract_files[path], json_path, message)
                 yield path, line, f"{json_path}: {message}"
     if not project.contract_errors():
         try:  # what holds across contracts: a product name and a table belong to one contract
@@ -275,6 +275,14 @@ def contract_is_valid(project: Project) -> Iterator[Hit]:
             for json_path, message in error.violations:
                 line = project.contract_files[error.path].line(json_path)
                 yield error.path, line, f"{json_path}: {message}"
+
+
+def _violation_line(doc: YamlFile, json_path: str, message: str) -> int | None:
+    """The line of the field a violation is about: the first unexpected key's, else its path's."""
+    unexpected = re.search(r"\('([^']+)'(?:, '[^']+')* (?:was|were) unexpected\)", message)
+    if unexpected:
+        return doc.line((*_path_tuple(json_path), unexpected.group(1)))
+    return doc.line(json_path)
 
 
 def _is_owner_violation(json_path: str, message: str) -> bool:
@@ -737,8 +745,10 @@ def _is_hashing(node) -> bool:
 
     if not isinstance(node, exp.Func):
         return False
-    name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
-    return name in HASHING_FUNCTIONS or "mask" in name or "hash" in name
+    # sqlglot's own classes for the known ones (MD5, SHA2, SHA2Digest, StandardHash, ...).
+    name = (node.name if isinstance(node, exp.Anonymous) else type(node).__name__).lower()
+    return (name in HASHING_FUNCTIONS or name.startswith(("md5", "sha")) or "mask" in name
+            or "hash" in name)
 
 
 class _Macros:
