@@ -21,24 +21,30 @@ Breaking changes (DP014) compare each contract with the same file at ``--base`` 
 base with ``main``; ``HEAD`` when that is ``HEAD`` itself, so an uncommitted change is compared with
 the last commit). An error unless the contract's major version was raised:
 
-- a table removed (dbt: a contracted model removed; datacontract-cli: ``model_removed``);
+- a table removed (datacontract-cli: ``model_removed``, an error; dbt errors only for a versioned
+  contracted model and warns for an unversioned one);
 - a column removed (dbt: a column removed; datacontract-cli: ``field_removed``);
 - ``logicalType`` or ``physicalType`` changed (dbt: ``data_type`` changed; datacontract-cli:
   ``field_type_updated``), types compared in their canonical form (``numeric(18,2)`` is
   ``numeric(18, 2)``);
 - ``required`` or ``unique`` changed, either way (datacontract-cli: ``field_required_updated``,
-  ``field_unique_updated``; dbt: removing a ``not_null`` or ``unique`` constraint). Turning a column
-  required is a tighter promise its producers may not keep, dropping it a looser one its
-  consumers relied on;
+  ``field_unique_updated``). Here we differ from dbt, which breaks only on an enforced constraint
+  removed (``enforced_column_constraint_removed``), never on one added: the issue counts a column
+  turned required as breaking (a producer's rows with nulls would now fail), and dropping it
+  loosens what consumers relied on;
 - ``primaryKey`` changed, either way. Here we differ: datacontract-cli only warns
-  (``field_primary_key_updated``); dbt, like us, breaks on a primary key constraint removed;
+  (``field_primary_updated``); dbt breaks on a primary key constraint removed, not added;
 - a value removed from an enumeration (ODCS has no ``enum``: a quality rule ``invalidValues`` with
   ``arguments.validValues``). Here we differ too: datacontract-cli's ``field_enum_updated`` is an
   error whatever changed; as the issue asks, a value added is fine.
 
 Additions (a table, a column, an enumeration value) are fine. Not compared: descriptions,
-classifications (``pii`` is DP-rule material of its own, not a schema change), quality rules
-other than enumerations, SLAs. A contract deleted counts as all its tables removed.
+classifications (datacontract-cli errors on ``field_classification_updated`` and
+``field_pii_removed``; here DP016 holds what is published to the pii classification instead),
+quality rules other than enumerations (datacontract-cli errors on a changed ``pattern``,
+``minLength``/``maxLength``, ``minimum``/``maximum``; ODCS writes these as quality rules, which this
+rule does not compare yet), SLAs, and dbt's enforcement and materialization switches (the contracts
+have neither). A contract deleted counts as all its tables removed.
 """
 
 from __future__ import annotations
