@@ -36,15 +36,19 @@ the last commit). An error unless the contract's major version was raised:
   (``field_primary_updated``); dbt breaks on a primary key constraint removed, not added;
 - a value removed from an enumeration (ODCS has no ``enum``: a quality rule ``invalidValues`` with
   ``arguments.validValues``). Here we differ too: datacontract-cli's ``field_enum_updated`` is an
-  error whatever changed; as the issue asks, a value added is fine.
+  error whatever changed; as the issue asks, a value added is fine (an enumeration where there
+  was none is a tighter constraint);
+- a tighter constraint: a ``logicalTypeOptions`` bound added or moved inwards (``minLength``,
+  ``maxLength``, ``minimum``, ``maximum``, their exclusive forms, ``minItems``, ``maxItems``), a
+  ``pattern``, ``format`` or ``multipleOf`` added or changed, or a quality rule's
+  ``invalidValues`` pattern added or changed (datacontract-cli: ``field_*_updated`` errors and
+  ``*_added`` warnings; here an added constraint breaks too, as the issue asks; a looser one is fine);
 
 Additions (a table, a column, an enumeration value) are fine. Not compared: descriptions,
 classifications (datacontract-cli errors on ``field_classification_updated`` and
 ``field_pii_removed``; here DP016 holds what is published to the pii classification instead),
-quality rules other than enumerations (datacontract-cli errors on a changed ``pattern``,
-``minLength``/``maxLength``, ``minimum``/``maximum``; ODCS writes these as quality rules, which this
-rule does not compare yet), SLAs, and dbt's enforcement and materialization switches (the contracts
-have neither). A contract deleted counts as all its tables removed.
+quality rules other than enumerations and patterns, SLAs, and dbt's enforcement and
+materialization switches (the contracts have neither). A contract deleted counts as all its tables removed.
 """
 
 from __future__ import annotations
@@ -635,6 +639,41 @@ def _valid_values(column: dict) -> set | None:
     return values
 
 
+# logicalTypeOptions whose rise (lower bounds) or fall (upper bounds) narrows what a column may hold;
+# the exclusive bounds of dates are strings in ODCS, compared as ISO dates sort.
+LOWER_BOUNDS = ("minLength", "minimum", "exclusiveMinimum", "minItems", "minProperties")
+UPPER_BOUNDS = ("maxLength", "maximum", "exclusiveMaximum", "maxItems", "maxProperties")
+FORMS = ("pattern", "format", "multipleOf")
+
+
+def _patterns(column: dict) -> set[str]:
+    return {str((rule.get("arguments") or {}).get("pattern")) for rule in column.get("quality") or []
+            if isinstance(rule, dict) and rule.get("metric") == "invalidValues"
+            and (rule.get("arguments") or {}).get("pattern") is not None}
+
+
+def _tightened(old: dict, new: dict) -> Iterator[tuple[str, str, object, object]]:
+    """(what, "tightened" or "changed", before, after) for each constraint of ``new`` that ``old``
+    did not impose: a bound added or moved inwards, a pattern, format or multipleOf added or changed."""
+    before, after = old.get("logicalTypeOptions") or {}, new.get("logicalTypeOptions") or {}
+    for key in LOWER_BOUNDS + UPPER_BOUNDS:
+        was, now = before.get(key), after.get(key)
+        if now is None or was == now or isinstance(now, bool):
+            continue
+        try:
+            inwards = was is None or (now > was if key in LOWER_BOUNDS else now < was)
+        except TypeError:
+            inwards = True  # a bound of another kind: a different promise
+        if inwards:
+            yield f"logicalTypeOptions.{key}", "tightened", "unset" if was is None else was, now
+    for key in FORMS:
+        if after.get(key) is not None and after.get(key) != before.get(key):
+            yield f"logicalTypeOptions.{key}", "changed", before.get(key, "unset"), after[key]
+    old_patterns = ", ".join(sorted(_patterns(old))) or "unset"
+    for pattern in sorted(_patterns(new) - _patterns(old)):
+        yield "quality invalidValues pattern", "changed", old_patterns, pattern
+
+
 def _column_changes(table: str, old: dict, new: dict) -> Iterator[str]:
     name = old.get("name")
     for key in ("logicalType", "physicalType"):
@@ -649,6 +688,10 @@ def _column_changes(table: str, old: dict, new: dict) -> Iterator[str]:
     before, after = _valid_values(old), _valid_values(new)
     if before is not None and (after is not None and before - after):
         yield f"{table} column {name!r}: enumeration lost {sorted(before - after)}"
+    elif before is None and after is not None:
+        yield f"{table} column {name!r}: enumeration {sorted(after)} added"
+    for what, verb, was, now in _tightened(old, new):
+        yield f"{table} column {name!r}: {what} {verb} from {was} to {now}"
 
 
 def _table_changes(table: str, old: dict, new: dict) -> Iterator[tuple[str, str | None]]:

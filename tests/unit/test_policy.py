@@ -333,6 +333,33 @@ def test_removed_enum_value_is_breaking_an_added_one_is_not(committed):
         "major version"]
 
 
+EMAIL_OPTIONS = "          format: email\n"
+
+
+def test_a_bound_added_is_breaking_a_looser_one_is_not(committed):
+    edit(committed, FILE_DROPS, EMAIL_OPTIONS, EMAIL_OPTIONS + "          maxLength: 320\n")
+    assert fired(committed, "DP014", "HEAD") == [
+        f"DP014 {FILE_DROPS}:42: raw.crm__customers column 'email': logicalTypeOptions.maxLength "
+        f"tightened from unset to 320 (at HEAD {FILE_DROPS} 1.0.0, now 1.0.0): make the change "
+        "additive, or raise the contract's major version"]
+    git(committed, "commit", "-q", "-am", "maxLength 320")
+    edit(committed, FILE_DROPS, "maxLength: 320", "maxLength: 400")
+    assert fired(committed, "DP014", "HEAD") == []
+    edit(committed, FILE_DROPS, "maxLength: 400", "maxLength: 254")
+    assert [f.split(": ", 1)[1] for f in fired(committed, "DP014", "HEAD")] == [
+        f"raw.crm__customers column 'email': logicalTypeOptions.maxLength tightened from 320 to 254 "
+        f"(at HEAD {FILE_DROPS} 1.0.0, now 1.0.0): make the change additive, or raise the contract's "
+        "major version"]
+
+
+def test_a_changed_pattern_is_breaking(committed):
+    edit(committed, FILE_DROPS, "pattern: '^[A-Z]{2}$'", "pattern: '^[A-Z]{2,3}$'")
+    assert fired(committed, "DP014", "HEAD") == [
+        f"DP014 {FILE_DROPS}:62: raw.crm__customers column 'country': quality invalidValues pattern "
+        f"changed from ^[A-Z]{{2}}$ to ^[A-Z]{{2,3}}$ (at HEAD {FILE_DROPS} 1.0.0, now 1.0.0): make the "
+        "change additive, or raise the contract's major version"]
+
+
 def test_removed_table_is_breaking(committed):
     path = committed / REVENUE
     document = yaml.safe_load(path.read_text())
