@@ -820,8 +820,9 @@ class _Macros:
         return lambda *args, **kwargs: f"{name}({', '.join(map(str, args))})"
 
 
-def _rendered_models(root: Path) -> dict[str, tuple[Path, str]]:
-    """schema.model -> (its .sql file, its SQL): the Jinja rendered without dbt or a warehouse
+def _rendered_models(root: Path) -> dict[str, tuple[Path, str | None, str | None]]:
+    """schema.model -> (its .sql file, its SQL, or None and why it could not be rendered): the
+    Jinja rendered without dbt or a warehouse
     (``ref('m')`` is ``<folder of m>.m``, ``source('raw', 't')`` is ``raw.t``, ``config()`` nothing,
     the project's macros as dbt renders them on PostgreSQL)."""
     import jinja2
@@ -837,9 +838,12 @@ def _rendered_models(root: Path) -> dict[str, tuple[Path, str]]:
     rendered = {}
     for name, path in paths.items():
         text = path.read_text(encoding="utf-8")
-        names = jinja2.meta.find_undeclared_variables(environment.parse(text))
-        context = {n: fixed.get(n) or macros.get(n) for n in names}
-        rendered[f"{schemas[name]}.{name}"] = (path, environment.from_string(text).render(context))
+        try:
+            names = jinja2.meta.find_undeclared_variables(environment.parse(text))
+            context = {n: fixed.get(n) or macros.get(n) for n in names}
+            rendered[f"{schemas[name]}.{name}"] = (path, environment.from_string(text).render(context), None)
+        except (jinja2.TemplateError, TypeError, AttributeError) as error:
+            rendered[f"{schemas[name]}.{name}"] = (path, None, f"{type(error).__name__}: {error}")
     return rendered
 
 
@@ -926,11 +930,20 @@ def no_pii_in_clear(project: Project) -> Iterator[Hit]:
                 for p in project.products for t in p.tables for c in t.columns}
     schema = _source_schema(project)
     models = _rendered_models(project.root)
-    sources = {name: sql for name, (_path, sql) in models.items() if not name.startswith("marts.")}
-    for name, (path, sql) in sorted(models.items()):
-        if not name.startswith("marts."):
+    sources = {name: sql for name, (_path, sql, _error) in models.items()
+               if sql is not None and not name.startswith("marts.")}
+    for name, (path, sql, error) in sorted(models.items()):
+        if error is not None:
+            yield (project.rel(path), None,
+                   f"{name} cannot be rendered without dbt ({error}), so its columns are not traced")
+        if sql is None or not name.startswith("marts."):
             continue
-        for column in _output_columns(sql):
+        try:
+            columns = _output_columns(sql)
+        except SqlglotError as error:
+            yield project.rel(path), None, f"{name} cannot be parsed ({error}), so its columns are not traced"
+            continue
+        for column in columns:
             try:
                 root = lineage(column, sql, schema=schema, sources=sources, dialect="postgres")
             except SqlglotError as error:

@@ -444,6 +444,13 @@ def test_a_pii_column_only_joined_on_or_filtered_by_is_not_published(root):
     assert fired(root, "DP016") == []
 
 
+def test_a_model_that_cannot_be_rendered_or_traced_is_a_dp016_finding(root):
+    edit(root, DIM_CUSTOMERS, CUSTOMERS_SELECT, CUSTOMERS_SELECT + "        {{ customers.email,\n")
+    assert fired(root, "DP016") == [
+        f"DP016 {DIM_CUSTOMERS}: marts.dim_customers cannot be rendered without dbt (TemplateSyntaxError: "
+        "expected token ':', got '}'), so its columns are not traced: " + DP016_FIX]
+
+
 # ---------------------------------------------------------------------------------------------
 # The command: text or JSON, exit status.
 
