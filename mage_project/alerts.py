@@ -1,4 +1,5 @@
-"""Failure alerts by email, through the SMTP server in SMTP_HOST.
+"""Alerts by email, through the SMTP server in SMTP_HOST: a run's failure to ALERT_EMAIL_TO, and
+a broken contract to the owning domain's own addresses (the contract's alert routes).
 
 With no SMTP_HOST the alert is logged instead. Sending never changes a run's outcome: a
 failure to send is logged, and the run's own error is what the caller reports.
@@ -12,6 +13,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from mage_project import config
+from mage_project.contracts import Product
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,55 @@ def send_failure_alert(pipeline: str, run_id: str | None, error: str, **details)
         log.error("ALERT (SMTP_HOST unset, not emailed): %s run %s failed: %s",
                   pipeline, run_id, error)
         return False
-    msg = failure_message(pipeline, run_id, error, details)
+    return _send(settings, failure_message(pipeline, run_id, error, details), pipeline, run_id)
+
+
+def contract_message(product: Product, pipeline: str, run_id: str, problems: list[str],
+                     settings: config.SmtpSettings) -> EmailMessage:
+    msg = EmailMessage()
+    msg["Subject"] = (f"[mage_project] {product.key}: not published, its contract is broken "
+                      f"({pipeline} run {run_id})")
+    msg["From"] = settings.mail_from
+    msg["To"] = ", ".join(dict.fromkeys(route.email for route in product.alert_routes))
+    msg["Date"] = formatdate(usegmt=True)
+    msg["Message-ID"] = make_msgid(domain="mage-project.local")
+    msg.set_content("\n".join([
+        f"Product:  {product.key} {product.version} (owner {product.owner}, {product.owner_email})",
+        f"Contract: {product.contract}",
+        f"Pipeline: {pipeline}",
+        f"Run id:   {run_id}",
+        "",
+        "The new build breaks the contract, so it was not published; the previous tables stay:",
+        *(f"- {problem}" for problem in problems),
+        "",
+        f"Every check of the run is in ops.quality_results (run_id = '{run_id}',"
+        " check_kind = 'contract').",
+    ]))
+    return msg
+
+
+def send_contract_alert(pipeline: str, run_id: str, broken: list, products: list[Product]) -> int:
+    """Email each product whose contract the results ``broken`` break to its own alert routes
+    (the owning domain's addresses in the contract); returns how many messages were sent."""
+    try:
+        settings = config.smtp()
+    except config.ConfigError as exc:
+        log.error("contract alert not sent (%s): %s run %s", exc, pipeline, run_id)
+        return 0
+    sent = 0
+    for product in products:
+        problems = [r.observed["message"] for r in broken if r.observed.get("product") == product.key]
+        if not problems:
+            continue
+        if settings.host is None:
+            log.error("ALERT (SMTP_HOST unset, not emailed) to %s: %s", product.key, "; ".join(problems))
+            continue
+        sent += _send(settings, contract_message(product, pipeline, run_id, problems, settings),
+                      pipeline, run_id)
+    return sent
+
+
+def _send(settings: config.SmtpSettings, msg: EmailMessage, pipeline: str, run_id: str | None) -> bool:
     try:
         smtp_class = smtplib.SMTP_SSL if settings.ssl else smtplib.SMTP
         with smtp_class(settings.host, settings.port, timeout=30) as server:
@@ -63,5 +113,5 @@ def send_failure_alert(pipeline: str, run_id: str | None, error: str, **details)
         log.error("alert for %s run %s could not be sent through %s:%s: %s",
                   pipeline, run_id, settings.host, settings.port, exc)
         return False
-    log.info("alert for %s run %s sent to %s", pipeline, run_id, ", ".join(settings.to))
+    log.info("alert for %s run %s sent to %s", pipeline, run_id, msg["To"])
     return True

@@ -91,6 +91,13 @@ def build_args(select: str | None = None) -> list[str]:
     return args
 
 
+def audit_relation(name: str) -> str:
+    """Where the audit build puts a published table: ``marts.x`` -> ``marts__audit.x``
+    (the macro audit_schema_name)."""
+    schema, _, table = name.partition(".")
+    return f"{schema}__audit.{table}"
+
+
 def publish() -> None:
     """Swap the audited build into the published schemas: the dispatched macro
     ``publish_audit_schemas`` (dbt/warehouse/macros/write_audit_publish.sql)."""

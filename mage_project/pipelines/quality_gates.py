@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from mage_project import config, quality, runs, transform, warehouse
+from mage_project import alerts, config, contracts, enforcement, quality, runs, transform, warehouse
 from mage_project.entities import FILE_ENTITIES
 from mage_project.faults import failpoint
 
@@ -219,6 +219,7 @@ def publish_build(plan: dict) -> dict:
                 raise QualityGateFailed(
                     f"not publishing the marts: the dbt build did not pass ({failed}); "
                     f"failed tests: {[r.check_name for r in blocking]}")
+            results += _require_contracts_kept(db, conn, run_id, summary)
             _require_gate_passed(db, conn)  # nothing loaded meanwhile that the gate has not seen
             failpoint("publish_before_swap")
             transform.publish()
@@ -234,6 +235,28 @@ def publish_build(plan: dict) -> dict:
     log.info("%s: marts published after %d dbt tests passed", PIPELINE, summary["tests"])
     return {**{k: v for k, v in summary.items() if k != "test_results"},
             "quality": quality.summary(results), "published": True}
+
+
+def _require_contracts_kept(db, conn, run_id: str, summary: dict) -> list:
+    """Hold the audited marts to their products' contracts (``mage_project.enforcement``), store
+    every result in ops.quality_results, and refuse to publish, naming each product, table,
+    column and rule broken, when one is; the owning domains are alerted."""
+    products = contracts.load_products()
+    with db.transaction(conn) as cur:
+        # A retry of the block (Mage's retry_config) after a broken contract alerts no one again.
+        cur.execute("select count(*) from ops.quality_results where run_id = %s"
+                    " and check_kind = %s and passed = false", (run_id, enforcement.KIND))
+        (alerted,) = cur.fetchone()
+        results = enforcement.check_published(db, cur, products, relation=transform.audit_relation,
+                                              dbt_tests=summary["test_results"])
+        quality.store(cur, run_id, PIPELINE, results)
+    broken = [r for r in results if r.blocking]
+    if broken:
+        if not alerted:
+            alerts.send_contract_alert(PIPELINE, run_id, broken, list(products))
+        raise QualityGateFailed("not publishing the marts: they break their contracts: "
+                                + "; ".join(enforcement.violations(broken)))
+    return results
 
 
 def store_failed_build(run_id: str) -> int:

@@ -60,6 +60,15 @@ class FileLoads:
     rows_rejected: int
 
 
+@dataclass(frozen=True)
+class ColumnType:
+    """One column of a table as the warehouse holds it."""
+
+    name: str  # lower case
+    data_type: str  # as information_schema names it
+    canonical: str  # portable.canonical_type's spelling, the same on both warehouses
+
+
 @runtime_checkable
 class Warehouse(Protocol):
     NAME: str  # "postgres" | "snowflake", as WAREHOUSE names it
@@ -169,6 +178,10 @@ class Warehouse(Protocol):
 
     def release_lease(self, cur: Any, name: str, run_id: str) -> None:
         """Give the lease up if ``run_id`` holds it."""
+
+    # --- what the contracts' checks read ----------------------------------------------------
+    def table_columns(self, cur: Any, schema: str, table: str) -> list[ColumnType]:
+        """The columns of ``schema.table`` in their order; [] when there is no such table."""
 
     # --- what the demo and the reports read -------------------------------------------------
     def activity_by_day(self, cur: Any, start: datetime, end: datetime) -> list[ActivityDay]: ...

@@ -7,11 +7,12 @@ names unquoted and lower case, so each warehouse folds them to its own case.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 
 from mage_project.entities import Entity
-from mage_project.warehouse.interface import ActivityDay, FileLoads, Lease
+from mage_project.warehouse.interface import ActivityDay, ColumnType, FileLoads, Lease
 
 # --- watermarks and runs ------------------------------------------------------------------------
 
@@ -187,3 +188,48 @@ def marts_totals(cur) -> tuple[Decimal, Decimal, int]:
     (paying,) = cur.fetchone()
     cent = Decimal("0.01")
     return Decimal(net).quantize(cent), Decimal(refunds).quantize(cent), int(paying)
+
+
+# --- what the contracts' checks read ------------------------------------------------------------
+
+# Both warehouses' type names (information_schema's and DDL's) -> one canonical name.
+_TYPES = {
+    "integer": ("bigint", "int8", "integer", "int", "int4", "smallint", "int2"),
+    "string": ("text", "varchar", "character varying", "character", "char", "string"),
+    "date": ("date",),
+    "timestamptz": ("timestamptz", "timestamp with time zone", "timestamp_tz"),
+    "timestamp": ("timestamp", "timestamp without time zone", "timestamp_ntz"),
+    "json": ("jsonb", "json", "variant", "object"),
+    "boolean": ("boolean", "bool"),
+    "float": ("double precision", "float", "float8", "real", "double"),
+}
+_CANONICAL = {name: canonical for canonical, names in _TYPES.items() for name in names}
+_DECIMAL = re.compile(r"(numeric|number|decimal)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?")
+
+
+def canonical_type(name: str) -> str:
+    """A column type as either warehouse (or a contract's physicalType) names it, in one
+    spelling: ``integer`` (any integer, and a decimal of scale 0: Snowflake's NUMBER(38,0)),
+    ``decimal(p,s)`` or ``decimal`` (unconstrained), ``string``, ``date``, ``timestamptz``,
+    ``timestamp``, ``json``, ``boolean``, ``float``; an unknown name lower-cased as it is."""
+    text = " ".join(name.lower().split())
+    if match := _DECIMAL.fullmatch(text):
+        precision, scale = match[2], match[3] or ("0" if match[2] else None)
+        if scale == "0":
+            return "integer"
+        return f"decimal({precision},{scale})" if precision else "decimal"
+    return _CANONICAL.get(re.sub(r"\(.*\)$", "", text).strip(), text)
+
+
+def table_columns(cur, schema: str, table: str) -> list[ColumnType]:
+    cur.execute(
+        "select lower(column_name), data_type, numeric_precision, numeric_scale"
+        " from information_schema.columns where lower(table_schema) = %s and lower(table_name) = %s"
+        " order by ordinal_position", (schema.lower(), table.lower()))
+    columns = []
+    for name, data_type, precision, scale in cur.fetchall():
+        declared = data_type
+        if canonical_type(data_type).startswith("decimal") and precision is not None:
+            declared = f"numeric({precision},{scale or 0})"
+        columns.append(ColumnType(name, data_type, canonical_type(declared)))
+    return columns

@@ -45,6 +45,7 @@ from mage_project.warehouse.portable import (  # noqa: F401 - members of the int
     record_file_version,
     release_lease,
     run_counts,
+    table_columns,
     take_lease,
     take_over_lease,
     window_loaded_before,

@@ -17,6 +17,7 @@ from mage_project import warehouse
 from mage_project.entities import USER_ACTIVITY as ENTITY
 from mage_project.landing import csv_line
 from mage_project.warehouse import RunLockError, interface, postgres, snowflake
+from mage_project.warehouse.portable import canonical_type
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,7 @@ def call_shape(function, drop_self: bool = False) -> list[tuple]:
 
 @pytest.mark.parametrize("module", [postgres, snowflake], ids=["postgres", "snowflake"])
 def test_each_backend_implements_every_member_with_the_interfaces_signature(module):
-    assert len(members()) == 35
+    assert len(members()) == 36
     for name in members():
         assert callable(getattr(module, name, None)), f"{module.NAME} lacks {name}"
         assert call_shape(getattr(module, name)) == call_shape(
@@ -229,6 +230,31 @@ def test_a_lease_is_held_by_one_run_until_given_up_or_expired(db):
         assert (lease.run_id, lease.holder_host, lease.holder_boot,
                 lease.holder_process_group) == (None, None, None, None)
         assert db.read_lease(cur, "no such lease") is None
+
+
+def test_table_columns_are_read_in_order_with_one_spelling_of_their_types(db):
+    """raw.user_activity as each warehouse holds it (its migration's DDL): the same canonical
+    types on both, whatever each warehouse calls them."""
+    with db.connection() as conn, db.transaction(conn) as cur:
+        columns = db.table_columns(cur, "raw", "user_activity")
+        assert db.table_columns(cur, "raw", "no_such_table") == []
+    # amount is numeric on PostgreSQL, number(38,10) on Snowflake (its migrations).
+    amount = {"postgres": "decimal", "snowflake": "decimal(38,10)"}[db.NAME]
+    assert [(c.name, c.canonical) for c in columns][:9] == [
+        ("event_id", "string"), ("user_id", "integer"), ("event_type", "string"),
+        ("occurred_at", "timestamptz"), ("session_id", "string"), ("page_url", "string"),
+        ("properties", "json"), ("amount", amount), ("_run_id", "string")]
+
+
+@pytest.mark.parametrize(("name", "canonical"), [
+    ("bigint", "integer"), ("NUMBER(38,0)", "integer"), ("numeric(18, 2)", "decimal(18,2)"),
+    ("NUMBER(18,2)", "decimal(18,2)"), ("numeric", "decimal"), ("character varying", "string"),
+    ("VARCHAR(16777216)", "string"), ("TEXT", "string"), ("timestamp with time zone", "timestamptz"),
+    ("TIMESTAMP_TZ", "timestamptz"), ("timestamp_ntz", "timestamp"), ("jsonb", "json"),
+    ("VARIANT", "json"), ("FLOAT", "float"), ("interval", "interval"),
+])
+def test_both_warehouses_type_names_have_one_spelling(name, canonical):
+    assert canonical_type(name) == canonical
 
 
 def test_file_manifests(db):

@@ -12,8 +12,8 @@ final as (
         coalesce(spend.spend_date, signups.signup_date) as date,
         coalesce(spend.campaign, signups.campaign) as campaign,
         cast(coalesce(spend.spend, 0) as numeric(18, 2)) as spend,
-        coalesce(spend.impressions, 0) as impressions,
-        coalesce(spend.clicks, 0) as clicks,
+        cast(coalesce(spend.impressions, 0) as bigint) as impressions,
+        cast(coalesce(spend.clicks, 0) as bigint) as clicks,
         coalesce(signups.signups, 0) as signups
     from spend
     full outer join signups

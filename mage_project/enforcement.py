@@ -1,0 +1,195 @@
+"""The data products' contracts held at run time: before the marts are published, every table a
+contract declares in a published schema is checked, as the audit build left it, against what the
+contract promises (``mage_project.contracts``):
+
+- ``schema``: every declared column is there with a compatible type, and no other column is
+  (a renamed column is one missing and one undeclared; types compared in one spelling on both
+  warehouses, ``warehouse.portable.canonical_type``);
+- ``required``: no nulls; ``unique``: no value twice;
+- ``masking``: a ``pii`` column holds only hashes of its declared masking (never a value in clear);
+- ``quality``: each of the table's quality rules: ``sql`` (its query over the table against its
+  operator), the library metrics ``nullValues``, ``duplicateValues``, ``invalidValues``
+  (``validValues``) and ``rowCount``, and ``custom`` rules of engine ``dbt`` (the dbt test of that
+  name must have run in the build and passed).
+
+Each check is a ``quality.QualityResult`` of kind ``contract`` (stored in ``ops.quality_results``
+with the others); ``observed`` names the product, table, column and rule. Plain SQL with ``%s``
+parameters and unquoted lower-case names, as ``mage_project.quality``: the same on both
+warehouses.
+"""
+
+from __future__ import annotations
+
+import operator as op
+from collections.abc import Callable, Iterable, Sequence
+
+from mage_project.contracts import PUBLISHED_SCHEMAS, Product, QualityRule, Table
+from mage_project.quality import QualityResult, identifier
+from mage_project.warehouse.portable import canonical_type
+
+KIND = "contract"
+# A hash of each masking as the warehouse stores it: lower- or upper-case hex of this length.
+HASH_LENGTH = {"sha256": 64, "md5": 32}
+_OPERATORS: dict[str, Callable[[object, object], bool]] = {
+    "mustBe": op.eq, "mustNotBe": op.ne, "mustBeGreaterThan": op.gt,
+    "mustBeGreaterOrEqualTo": op.ge, "mustBeLessThan": op.lt, "mustBeLessOrEqualTo": op.le,
+    "mustBeBetween": lambda v, t: t[0] <= v <= t[1],
+    "mustNotBeBetween": lambda v, t: not t[0] <= v <= t[1],
+}
+
+
+def check_published(db, cur, products: Iterable[Product], *, relation: Callable[[str], str],
+                    dbt_tests: Sequence[dict] = ()) -> list[QualityResult]:
+    """Every check of every table the products declare in a published schema. ``relation``:
+    where a published table's new build is (``marts.x`` -> ``marts__audit.x``); ``dbt_tests``:
+    the build's test results (``transform.summary``) that ``custom`` dbt rules look up."""
+    results: list[QualityResult] = []
+    for product in products:
+        for table in product.tables:
+            if table.schema in PUBLISHED_SCHEMAS:
+                results += check_table(db, cur, product, table, relation(table.name), dbt_tests)
+    return results
+
+
+def check_table(db, cur, product: Product, table: Table, where: str,
+                dbt_tests: Sequence[dict] = ()) -> list[QualityResult]:
+    """The checks of one declared ``table``, whose rows are at ``where`` (schema.table)."""
+    check = _Checker(product, table)
+    schema_name, _, table_name = where.partition(".")
+    actual = {c.name: c for c in db.table_columns(cur, identifier(schema_name), identifier(table_name))}
+    if not actual:
+        return [check.result("schema", None, False, f"{where} does not exist: the build made no "
+                             f"{table.name}")]
+    declared = {c.name: c for c in table.columns}
+    results = [check.schema(declared, actual)]
+    if not results[0].passed:
+        # The values of a table whose columns are not the contract's are not checked: its rules
+        # may not even run (a column missing, compared as another type).
+        return results
+    for column in table.columns:
+        if column.required:
+            nulls = _count(cur, f"select count(*) from {where}"  # noqa: S608 - identifiers checked
+                                f" where {identifier(column.name)} is null")
+            results.append(check.result("required", column.name, nulls == 0,
+                                        f"{nulls} null(s) in a required column", nulls=nulls))
+        if column.unique:
+            duplicates = _duplicates(cur, where, [column.name])
+            results.append(check.result("unique", column.name, duplicates == 0,
+                                        f"{duplicates} value(s) more than once in a unique column",
+                                        duplicates=duplicates))
+        if column.classification == "pii":
+            results.append(_masking(check, cur, where, column.name, column.masking))
+    results += [_rule(check, cur, where, rule, dbt_tests) for rule in table.quality]
+    return results
+
+
+class _Checker:
+    """Makes the results of one product's table."""
+
+    def __init__(self, product: Product, table: Table):
+        self.product, self.table = product, table
+
+    def result(self, rule: str, column: str | None, passed: bool | None, problem: str,
+               severity: str = "error", name: str | None = None, **observed) -> QualityResult:
+        where = f"{self.table.name}.{column}" if column else self.table.name
+        return QualityResult(
+            check_name=name or f"contract_{rule}" + (f"_{column}" if column else ""),
+            check_kind=KIND, table_name=self.table.name, severity=severity, passed=passed,
+            observed={"product": self.product.key, "version": self.product.version,
+                      "owner_email": self.product.owner_email, "table": self.table.name,
+                      "column": column, "rule": rule, **observed,
+                      **({} if passed else {"message": f"{self.product.key} {where}: {rule}: {problem}"})})
+
+    def schema(self, declared: dict, actual: dict) -> QualityResult:
+        missing = [name for name in declared if name not in actual]
+        undeclared = [name for name in actual if name not in declared]
+        retyped = {name: {"contract": c.physical_type, "build": actual[name].data_type}
+                   for name, c in declared.items() if name in actual
+                   and not compatible(c.physical_type, actual[name].canonical)}
+        problems = ([f"column {name} is missing (renamed or removed?)" for name in missing]
+                    + [f"column {name} is not in the contract" for name in undeclared]
+                    + [f"column {name} is {t['build']} in the build, the contract says "
+                       f"{t['contract']}" for name, t in retyped.items()])
+        column = next(iter([*missing, *undeclared, *retyped]), None) if len(problems) == 1 else None
+        return self.result("schema", column, not problems, "; ".join(problems),
+                           name="contract_schema", missing=missing, undeclared=undeclared,
+                           retyped=retyped)
+
+
+def compatible(physical_type: str, canonical: str) -> bool:
+    """Whether a column the warehouse holds as ``canonical`` keeps the contract's type: the same
+    canonical type; an unconstrained ``numeric`` accepts any decimal."""
+    declared = canonical_type(physical_type)
+    return declared == canonical or (declared == "decimal" and canonical.startswith("decimal"))
+
+
+def _count(cur, statement: str, params: tuple = ()) -> int:
+    cur.execute(statement, params or None)  # no parameters: a % in a rule's query is literal
+    (value,) = cur.fetchone()
+    return int(value or 0)
+
+
+def _duplicates(cur, where: str, columns: list[str]) -> int:
+    """Rows beyond the first of each value of ``columns`` (nulls not counted)."""
+    names = ", ".join(identifier(c) for c in columns)
+    not_null = " and ".join(f"{c} is not null" for c in columns)
+    return _count(cur, f"select coalesce(sum(n - 1), 0) from (select count(*) as n from {where}"  # noqa: S608 - identifiers checked
+                       f" where {not_null} group by {names} having count(*) > 1) as repeated")
+
+
+def _masking(check: _Checker, cur, where: str, column: str, masking: str | None) -> QualityResult:
+    if masking is None:  # the contract refuses this for a published table; a raw one may hold it
+        return check.result("masking", column, None, "pii held in clear (no masking declared)")
+    length, column = HASH_LENGTH[masking], identifier(column)
+    clear = _count(cur, f"select count(*) from {where} where {column} is not null and ("  # noqa: S608 - identifiers checked
+                        f"length({column}) <> %s or translate(lower({column}),"
+                        " '0123456789abcdef', '') <> '')", (length,))
+    return check.result("masking", column, clear == 0,
+                        f"{clear} value(s) that are not {masking} hashes: pii in clear",
+                        masking=masking, in_clear=clear)
+
+
+def _rule(check: _Checker, cur, where: str, rule: QualityRule,
+          dbt_tests: Sequence[dict]) -> QualityResult:
+    severity = "warn" if rule.severity in ("warning", "warn", "info") else "error"
+    base = {"name": rule.name, "severity": severity}
+    if rule.type == "custom" and rule.engine == "dbt":
+        ran = [t for t in dbt_tests if t["name"] == rule.name]
+        status = ran[0]["status"] if ran else None
+        return check.result("quality", rule.column, status == "pass",
+                            f"rule {rule.name}: the dbt test "
+                            + ("did not run in the build" if status is None else f"ended {status}"),
+                            dbt_status=status, **base)
+    value = _measure(cur, where, rule)
+    if value is None or rule.operator is None:
+        return check.result("quality", rule.column, None,
+                            f"rule {rule.name} ({rule.type} {rule.metric or ''}) is not checked at "
+                            "run time", **base)
+    passed = _OPERATORS[rule.operator](value, rule.threshold)
+    return check.result("quality", rule.column, passed,
+                        f"rule {rule.name}: measured {value}, {rule.operator} {rule.threshold}",
+                        value=value, **base)
+
+
+def _measure(cur, where: str, rule: QualityRule) -> float | None:
+    """What a rule measures on the table, or None when it is not measured here."""
+    if rule.type == "sql" and rule.query:
+        return _count(cur, rule.query.replace("{object}", where))
+    column = identifier(rule.column) if rule.column else None
+    if rule.metric == "rowCount":
+        return _count(cur, f"select count(*) from {where}")  # noqa: S608 - identifier checked
+    if rule.metric == "nullValues" and column:
+        return _count(cur, f"select count(*) from {where} where {column} is null")  # noqa: S608
+    if rule.metric == "duplicateValues":
+        return _duplicates(cur, where, list(rule.arguments.get("properties") or [column]))
+    if rule.metric == "invalidValues" and column and rule.arguments.get("validValues"):
+        values = list(rule.arguments["validValues"])
+        marks = ", ".join(["%s"] * len(values))
+        return _count(cur, f"select count(*) from {where} where {column} is not null"  # noqa: S608
+                           f" and {column} not in ({marks})", tuple(values))
+    return None
+
+
+def violations(results: Iterable[QualityResult]) -> list[str]:
+    """The message of each blocking result: product, table, column, rule and what is wrong."""
+    return [r.observed["message"] for r in results if r.blocking]
