@@ -22,6 +22,10 @@ DEMO_TOKEN = "demo-token"
 SIMULATOR = {"seed": 0, "events_per_day": 5000}
 
 
+# Mage's RetryConfig for the command line's runs (see run_pipeline).
+ONCE = {"retries": 0}
+
+
 def prepare_mage_environment() -> None:
     """Point Mage at this project and keep its state in the project's data directory.
 
@@ -35,9 +39,11 @@ def prepare_mage_environment() -> None:
 def run_pipeline(pipeline_uuid: str, variables: dict) -> None:
     """Execute the pipeline's blocks in this process, as the scheduler does. Raises on failure.
 
-    Block by block through Mage's block executor, in dependency order: each block's @tests,
-    retries and failure callbacks run, and its output is kept under the run's own partition
-    (``variables["run_id"]``), so concurrent runs never read each other's outputs.
+    Block by block through Mage's block executor, in dependency order: each block's @tests
+    and failure callbacks run, and its output is kept under the run's own partition
+    (``variables["run_id"]``), so concurrent runs never read each other's outputs. Each block
+    runs once: the retries of metadata.yaml's ``retry_config`` are the scheduler's; a failed
+    command-line run fails at once, with its exit code and alert, and is re-run whole.
     """
     prepare_mage_environment()
     from mage_ai.settings.repo import set_repo_path
@@ -71,7 +77,8 @@ def run_pipeline(pipeline_uuid: str, variables: dict) -> None:
             continue
         ExecutorFactory.get_block_executor(
             pipeline, block_uuid, execution_partition=variables["run_id"]
-        ).execute(analyze_outputs=False, global_vars=global_vars, update_status=False)
+        ).execute(analyze_outputs=False, global_vars=global_vars, update_status=False,
+                  retry_config=ONCE)
 
 
 def dependency_order(upstream: dict[str, list[str]]) -> list[str]:

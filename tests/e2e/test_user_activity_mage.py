@@ -56,6 +56,8 @@ def test_cli_failure_exits_non_zero_records_the_run_and_emails_an_alert(warehous
         result = run_cli(*WINDOW_ARGS)
         messages = smtp.wait_for(1)
     assert result.returncode == 1
+    # Once, not after metadata.yaml's retries (the scheduler's): one attempt of the failed block.
+    assert "attempt 1 of 1" in result.stderr and "attempt 1 of 3" not in result.stderr
     assert "user_activity_ingest run" in result.stderr and "401" in result.stderr
     (msg,) = messages
     assert msg["To"] == "data-team@example.com"
