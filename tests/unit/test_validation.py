@@ -234,3 +234,16 @@ def test_the_valid_file_quotes_every_cell_as_the_landing_csv_does(tmp_path, sess
     cells = [valid[0][name] or None for name in USER_ACTIVITY.column_names]
     lines = Path(counts.valid_path).read_bytes().decode("utf-8")
     assert lines == csv_line(USER_ACTIVITY.column_names) + csv_line(cells)
+
+
+def test_api_records_are_held_to_a_columns_allowed_values_as_file_rows_are(tmp_path):
+    """One value check for both paths (validation.value_check): an API entity whose column
+    declares allowed values rejects a record outside them, naming the column and the value."""
+    enum = replace(USER_ACTIVITY, columns=tuple(
+        replace(c, kind="enum", allowed=("page_view", "purchase")) if c.name == "event_type" else c
+        for c in USER_ACTIVITY.columns))
+    counts, valid, rejects = _validate(tmp_path, [GOOD, {**GOOD, "event_id": "evt_2",
+                                                         "event_type": "refund"}], entity=enum)
+    assert (counts.valid, counts.rejected) == (1, 1)
+    assert [v["event_id"] for v in valid] == ["evt_1"]
+    assert rejects[0]["reason"] == "event_type is not one of ['page_view', 'purchase']: 'refund'"
