@@ -182,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     products.add_argument("--json", action="store_true", help="one JSON object per product")
     check = sub.add_parser("check", help="the platform's policies on the project (mage_project.policy):"
                                          " one line per finding, exit 1 on any error")
-    check.add_argument("--json", action="store_true", help="the findings as one JSON list")
+    output = check.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="the findings as one JSON list")
+    output.add_argument("--format", choices=("text", "json", "github", "gitlab"), default="text",
+                        help="text (default); json (as --json); github: workflow commands GitHub"
+                             " Actions shows as annotations; gitlab: a Code Quality report (JSON)")
     check.add_argument("--base", metavar="REF", help="git ref the contracts must stay compatible with"
                                                      " (default: the merge base with main, or HEAD)")
     argv = sys.argv[1:] if argv is None else argv
@@ -197,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         from mage_project import policy
 
-        return policy.check_command(as_json=args.json, base=args.base)
+        return policy.check_command(as_json=args.json, base=args.base, output_format=args.format)
     if args.command == "editor":
         from mage_project import editor
 

@@ -1,4 +1,4 @@
-"""Policy-as-code: ``python -m mage_project check [--json] [--base REF]``.
+"""Policy-as-code: ``python -m mage_project check [--json | --format FORMAT] [--base REF]``.
 
 The platform's rules for a project, as plain Python: one function per rule, all listed in
 ``RULES`` below (id, severity, how to fix it), each made to fire by ``tests/unit/test_policy.py``.
@@ -54,6 +54,7 @@ materialization switches (the contracts have neither). A contract deleted counts
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import re
 import subprocess
@@ -1009,15 +1010,57 @@ def check(root: Path = PROJECT_ROOT, base: str | None = None,
     return sorted(dict.fromkeys(findings), key=lambda f: (f.rule, f.path, f.line or 0, f.message))
 
 
-def check_command(as_json: bool = False, base: str | None = None, root: Path = PROJECT_ROOT) -> int:
-    """``python -m mage_project check [--json] [--base REF]``: prints the findings (one line each, or a
-    JSON list), a summary on stderr; 1 when any is an error, else 0."""
+# Code Quality severities (GitLab reads Code Climate's: info, minor, major, critical, blocker).
+CODE_QUALITY_SEVERITY = {ERROR: "major", WARNING: "minor"}
+FORMATS = ("text", "json", "github", "gitlab")
+
+
+def _github_escape(value: str, is_property: bool = False) -> str:
+    """A workflow command's data (``%``, CR, LF) or property value (also ``:`` and ``,``), escaped as
+    the runner unescapes them (actions/toolkit ``command.ts``)."""
+    value = value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return value.replace(":", "%3A").replace(",", "%2C") if is_property else value
+
+
+def github_annotation(finding: Finding) -> str:
+    """The finding as a GitHub Actions workflow command: an annotation on the file and line."""
+    level = "error" if finding.severity == ERROR else "warning"
+    properties = [f"file={_github_escape(finding.path, True)}"]
+    if finding.line:
+        properties.append(f"line={finding.line}")
+    properties.append(f"title={_github_escape(finding.rule, True)}")
+    return f"::{level} {','.join(properties)}::{_github_escape(finding.message)}"
+
+
+def code_quality_issue(finding: Finding) -> dict:
+    """The finding as one issue of a GitLab Code Quality report (Code Climate's format). The
+    fingerprint leaves the line out, so a finding that only moves is the same issue in the MR view."""
+    identity = "\0".join((finding.rule, finding.path, finding.message))
+    fingerprint = hashlib.sha256(identity.encode()).hexdigest()
+    return {"description": f"{finding.rule}: {finding.message}", "check_name": finding.rule,
+            "fingerprint": fingerprint, "severity": CODE_QUALITY_SEVERITY[finding.severity],
+            "location": {"path": finding.path, "lines": {"begin": finding.line or 1}}}
+
+
+def check_command(as_json: bool = False, base: str | None = None, root: Path = PROJECT_ROOT,
+                  output_format: str = "text") -> int:
+    """``python -m mage_project check [--json | --format FORMAT] [--base REF]``: prints the findings
+    (``text``: one line each; ``json``: one JSON list; ``github``: one workflow command each, which
+    GitHub Actions shows as annotations; ``gitlab``: a Code Quality report, with the text lines on
+    stderr for the job's log), a summary on stderr; 1 when any is an error, else 0."""
+    output_format = "json" if as_json else output_format
+    if output_format not in FORMATS:
+        raise ValueError(f"unknown format {output_format!r}: one of {', '.join(FORMATS)}")
     findings = check(root, base)
-    if as_json:
+    if output_format == "json":
         print(json.dumps([f.as_dict() for f in findings], indent=2))
+    elif output_format == "gitlab":
+        print(json.dumps([code_quality_issue(f) for f in findings], indent=2))
+        for finding in findings:
+            print(finding.text(), file=sys.stderr)
     else:
         for finding in findings:
-            print(finding.text())
+            print(github_annotation(finding) if output_format == "github" else finding.text())
     errors = sum(f.severity == ERROR for f in findings)
     print(f"check: {errors} error(s), {len(findings) - errors} warning(s), {len(RULES)} rules",
           file=sys.stderr)

@@ -144,6 +144,18 @@ def test_check_with_a_base_that_is_no_commit_exits_1_naming_it(capsys):
     assert err == "check: 1 error(s), 0 warning(s), 16 rules\n"
 
 
+def test_check_format_github_prints_annotations_and_json_excludes_it(capsys):
+    assert cli.main(["check", "--format", "github", "--base", "no-such-ref"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ("::error file=contracts,title=DP014::git base 'no-such-ref' is not a commit of this"
+                   " repository: make the change additive, or raise the contract's major version\n")
+    assert err == "check: 1 error(s), 0 warning(s), 16 rules\n"
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["check", "--json", "--format", "gitlab"])
+    assert exit_.value.code == cli.EXIT_BAD_SETTINGS
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def test_make_check_and_make_test_run_the_check_first():
     makefile = (ROOT / "Makefile").read_text()
     recipe = {target: re.search(rf"^{target}:.*\n((?:\t.*\n)+)", makefile, re.M)[1].splitlines()

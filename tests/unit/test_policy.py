@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -490,3 +491,56 @@ def test_check_command_exits_0_with_no_finding_or_only_warnings(root, capsys, mo
     out, err = capsys.readouterr()
     assert [(f["rule"], f["severity"]) for f in json.loads(out)] == [("DP007", "warning")]
     assert err == "check: 0 error(s), 1 warning(s), 16 rules\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The CI formats: GitHub Actions' workflow commands, GitLab's Code Quality report.
+
+def test_check_command_prints_github_annotations(root, capsys):
+    edit(root, "io_config.yaml", "\"{{ env_var('POSTGRES_PASSWORD') }}\"", "hunter2")
+    (root / "dbt/warehouse/models/marts/fct_refunds.sql").write_text("select 1 as n\n")
+    [line] = [n for n, text in enumerate((root / "io_config.yaml").read_text().splitlines(), 1)
+              if "hunter2" in text]
+    assert policy.check_command(root=root, output_format="github") == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "::error file=dbt/warehouse/models/marts/fct_refunds.sql,title=DP007::marts.fct_refunds belongs"
+        " to no product: " + fix("DP007"),
+        f"::error file=io_config.yaml,line={line},title=DP013::default.POSTGRES_PASSWORD holds a value,"
+        " not an environment reference: " + fix("DP013"),
+        f"::error file=io_config.yaml,line={line},title=DP015::possible secret (Secret Keyword): "
+        + fix("DP015")]
+    assert err == "check: 3 error(s), 0 warning(s), 16 rules\n"
+
+
+def test_github_annotations_escape_what_the_runner_unescapes():
+    finding = policy.Finding("DP099", policy.WARNING, "a,b:c.yaml", 7, "100% wrong\nsee: docs")
+    assert policy.github_annotation(finding) == (
+        "::warning file=a%2Cb%3Ac.yaml,line=7,title=DP099::100%25 wrong%0Asee: docs")
+
+
+def test_check_command_writes_a_gitlab_code_quality_report(root, capsys):
+    (root / "dbt/warehouse/models/marts/fct_refunds.sql").write_text("select 1 as n\n")
+    assert policy.check_command(root=root, output_format="gitlab") == 1
+    out, err = capsys.readouterr()
+    message = "marts.fct_refunds belongs to no product: " + fix("DP007")
+    [issue] = json.loads(out)
+    assert issue == {
+        "description": f"DP007: {message}", "check_name": "DP007", "fingerprint": issue["fingerprint"],
+        "severity": "major",
+        "location": {"path": "dbt/warehouse/models/marts/fct_refunds.sql", "lines": {"begin": 1}}}
+    assert re.fullmatch(r"[0-9a-f]{64}", issue["fingerprint"])
+    # The job's log still shows the findings as text.
+    assert err == (f"DP007 dbt/warehouse/models/marts/fct_refunds.sql: {message}\n"
+                   "check: 1 error(s), 0 warning(s), 16 rules\n")
+
+
+def test_a_code_quality_fingerprint_follows_the_finding_not_its_line():
+    first = policy.Finding("DP004", policy.ERROR, REVENUE, 10, "column 'x' is not in y")
+    moved = dataclasses.replace(first, line=12)
+    other = dataclasses.replace(first, message="column 'z' is not in y")
+    issues = [policy.code_quality_issue(f) for f in (first, moved, other)]
+    assert issues[0]["fingerprint"] == issues[1]["fingerprint"] != issues[2]["fingerprint"]
+    assert [i["location"]["lines"]["begin"] for i in issues] == [10, 12, 10]
+    warning = dataclasses.replace(first, severity=policy.WARNING)
+    assert policy.code_quality_issue(warning)["severity"] == "minor"
