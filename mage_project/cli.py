@@ -166,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a pipeline through Mage", epilog=EXIT_CODES,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("pipeline", choices=PIPELINES)
+    # The project's pipelines, and those a new product added (python -m mage_project new-product).
+    run.add_argument("pipeline", choices=sorted({*PIPELINES, *(
+        p.parent.name for p in (config.PROJECT_ROOT / "pipelines").glob("*/metadata.yaml"))}))
     run.add_argument("--start", help="window start: YYYY-MM-DD or RFC 3339 datetime (UTC)")
     run.add_argument("--end", help="window end (exclusive): YYYY-MM-DD or RFC 3339 datetime")
     run.add_argument("--execution-date",
@@ -189,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
                              " Actions shows as annotations; gitlab: a Code Quality report (JSON)")
     check.add_argument("--base", metavar="REF", help="git ref the contracts must stay compatible with"
                                                      " (default: the merge base with main, or HEAD)")
+    new_product = sub.add_parser("new-product", help="write a new data product: contract, dbt mart,"
+                                                     " pipeline and tests that pass check")
+    new_product.add_argument("domain", help="the owning domain, e.g. product")
+    new_product.add_argument("name", help="the product's name: its mart, pipeline and contract")
+    new_product.add_argument("--from", dest="source", metavar="SOURCE",
+                             help="the dbt model or raw table (schema.table) it selects from"
+                                  " (default: raw.user_activity)")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["dbt"]:  # everything after it is dbt's
         return transform.dbt_command(argv[1:])
@@ -202,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         from mage_project import policy
 
         return policy.check_command(as_json=args.json, base=args.base, output_format=args.format)
+    if args.command == "new-product":
+        from mage_project import scaffold
+
+        return scaffold.new_product_command(args.domain, args.name, args.source)
     if args.command == "editor":
         from mage_project import editor
 
