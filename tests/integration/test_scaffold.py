@@ -142,3 +142,17 @@ def test_a_bad_name_or_source_is_refused_without_writing(project, generated):
         result = cli(project, "new-product", *args)
         assert (result.returncode, result.stderr) == (2, message)
     assert git(project, "status", "--porcelain", "--untracked-files=all") == ""
+
+
+def test_a_product_of_a_new_domain_from_a_dbt_model_leaves_pii_out_and_passes_check(project, generated):
+    result = cli(project, "new-product", "growth", "customer_signups", "--from", "stg_crm__customers")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:2] == [
+        "new product growth/customer_signups from stg_crm__customers (5 columns: customer_id, country, "
+        "signup_at, utm_campaign, updated_at)",
+        "left out: email (pii), full_name (pii)"]
+    product = contracts.load_contract(Path("contracts/growth/customer_signups.yaml"), project)
+    assert (product.owner, product.owner_email) == ("growth-data", "growth-data@example.com")
+    assert [r.pagerduty_routing_key_env for r in product.alert_routes] == ["PAGERDUTY_ROUTING_KEY_GROWTH"]
+    checked = cli(project, "check", "--base", "main")
+    assert (checked.returncode, checked.stdout) == (0, ""), checked.stdout + checked.stderr[-2000:]

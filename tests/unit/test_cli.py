@@ -163,3 +163,12 @@ def test_make_check_and_make_test_run_the_check_first():
     assert recipe["check"] == ["\t$(BIN)/python -m mage_project check"]
     assert recipe["test"][0] == "\t$(BIN)/python -m mage_project check"
     assert recipe["test"][1].startswith("\t$(BIN)/python -m pytest ")
+
+
+def test_new_product_refuses_a_product_that_exists_exit_2_naming_its_files(capsys):
+    before = sorted(p for p in (ROOT / "contracts").rglob("*") if p.is_file())
+    assert cli.main(["new-product", "product", "user_activity"]) == cli.EXIT_BAD_SETTINGS
+    assert capsys.readouterr().err == (
+        "error: user_activity is taken: contracts/product/user_activity.yaml already exist(s); "
+        "nothing was written\n")
+    assert sorted(p for p in (ROOT / "contracts").rglob("*") if p.is_file()) == before
