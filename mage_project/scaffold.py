@@ -89,12 +89,14 @@ class Source:
     left_out: tuple[str, ...]  # columns not published, and why
 
 
-def build_model(model: str, run_id: str) -> dict:
+def build_model(model: str, run_id: str, root: Path = PROJECT_ROOT) -> dict:
     """What a scaffolded product's pipeline runs: the warehouse's migrations (so its raw tables
     exist), then ``dbt build`` of ``model`` and what it is built from, with their tests, its
-    artifacts in the run's own target path. Returns ``transform.summary`` of the build; raises with
-    dbt's output when it fails."""
-    from mage_project import transform, warehouse
+    artifacts in the run's own target path; then the table held to its product's contract
+    (``mage_project.enforcement``: columns and types, required, unique, quality rules). Returns
+    ``transform.summary`` of the build; raises with dbt's output when it fails, and naming each
+    violation when the table breaks its contract."""
+    from mage_project import enforcement, transform, warehouse
 
     db = warehouse.writer()
     with db.connection() as conn:
@@ -102,7 +104,16 @@ def build_model(model: str, run_id: str) -> dict:
     target = transform.run_target_path(run_id)
     shutil.rmtree(target, ignore_errors=True)
     transform.run_dbt("build", "--select", f"+{model}", target_path=target)
-    return transform.summary(target)
+    summary = transform.summary(target)
+    products = [p for p in contracts.load_products(root) if model in p.dbt_models]
+    with db.connection() as conn, db.transaction(conn) as cur:
+        results = enforcement.check_published(db, cur, products, relation=lambda name: name,
+                                              dbt_tests=summary["test_results"])
+    problems = enforcement.violations(results)
+    if problems:
+        raise RuntimeError(f"{model} breaks its contract: " + "; ".join(problems))
+    summary["contract_checks"] = len(results)
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------

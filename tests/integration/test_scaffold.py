@@ -156,3 +156,17 @@ def test_a_product_of_a_new_domain_from_a_dbt_model_leaves_pii_out_and_passes_ch
     assert [r.pagerduty_routing_key_env for r in product.alert_routes] == ["PAGERDUTY_ROUTING_KEY_GROWTH"]
     checked = cli(project, "check", "--base", "main")
     assert (checked.returncode, checked.stdout) == (0, ""), checked.stdout + checked.stderr[-2000:]
+
+
+def test_the_generated_pipeline_fails_when_the_built_mart_breaks_its_contract(project, generated):
+    path = project / WRITTEN[0]
+    text = path.read_text()
+    assert text.count("- name: event_type\n") == 1
+    path.write_text(text.replace("- name: event_type\n", "- name: event_kind\n"))
+    result = cli(project, "run", "activity_events")
+    assert result.returncode == 1, result.stderr[-4000:]
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("activity_events run ")]
+    assert line.endswith(
+        " failed: RuntimeError: activity_events breaks its contract: product/activity_events "
+        "marts.activity_events: schema: column event_kind is missing (renamed or removed?); column "
+        "event_type is not in the contract")
