@@ -21,8 +21,9 @@ FOLDERS = ("contracts", "pipelines", "data_loaders", "transformers", "data_expor
 FILES = ("metadata.yaml", "io_config.yaml", ".secrets.baseline", "pyproject.toml", ".env.example",
          ".gitignore")
 IGNORED = shutil.ignore_patterns("__pycache__", "target", "logs", "*.pyc")
+MARTS_YAML = "dbt/warehouse/models/marts/_marts.yml"
 WRITTEN = ["contracts/product/activity_events.yaml", "dbt/warehouse/models/marts/activity_events.sql",
-           "dbt/warehouse/models/marts/_activity_events.yml", "pipelines/activity_events/metadata.yaml",
+           "pipelines/activity_events/metadata.yaml",
            "pipelines/activity_events/triggers.yaml", "data_loaders/build_dbt_activity_events.py",
            "tests/unit/test_activity_events_product.py"]
 
@@ -64,9 +65,14 @@ def test_new_product_writes_the_products_files_and_says_which(project, generated
         "event_type, occurred_at, session_id, page_url, amount)",
         "left out: occurred_date (no contract gives its type), properties (object)",
         *(f"  wrote {path}" for path in WRITTEN),
+        f"  added activity_events to {MARTS_YAML}",
         "next: python -m mage_project check; python -m mage_project run activity_events"]
     untracked = git(project, "ls-files", "--others", "--exclude-standard").split()
     assert sorted(untracked) == sorted(WRITTEN)
+    assert git(project, "diff", "--name-only").split() == [MARTS_YAML]
+    # The entry is appended: every line of the file before it is as it was.
+    diff = git(project, "diff", "--unified=0", MARTS_YAML).splitlines()
+    assert [line for line in diff if line.startswith("-") and not line.startswith("---")] == []
 
 
 def test_the_contract_is_the_domains_and_the_mart_is_the_sources_columns(project, generated):
@@ -84,10 +90,11 @@ def test_the_contract_is_the_domains_and_the_mart_is_the_sources_columns(project
     sql = (project / WRITTEN[1]).read_text()
     assert "{{ ref('stg_activity__user_activity') }}" in sql
     assert "cast(amount as numeric(18, 2)) as amount" in sql
-    [model] = yaml.safe_load((project / WRITTEN[2]).read_text())["models"]
+    [model] = [m for m in yaml.safe_load((project / MARTS_YAML).read_text())["models"]
+               if m["name"] == "activity_events"]
     assert all(c["description"] for c in model["columns"])
     assert model["columns"][0]["tests"] == ["not_null", "unique"]
-    tags = yaml.safe_load((project / WRITTEN[3]).read_text())["tags"]
+    tags = yaml.safe_load((project / WRITTEN[2]).read_text())["tags"]
     assert tags == ["owner:product-analytics", "domain:product", "product:activity_events"]
 
 
