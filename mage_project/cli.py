@@ -160,7 +160,8 @@ def products_command(as_json: bool) -> int:
     return EXIT_SUCCEEDED
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's arguments: each sub-command and its options."""
     parser = argparse.ArgumentParser(prog="python -m mage_project", epilog=f"run's {EXIT_CODES}",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,10 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     new_product.add_argument("--from", dest="source", metavar="SOURCE",
                              help="the dbt model or raw table (schema.table) it selects from"
                                   " (default: raw.user_activity)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["dbt"]:  # everything after it is dbt's
         return transform.dbt_command(argv[1:])
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "run":
         return run_command(args)

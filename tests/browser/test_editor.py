@@ -47,6 +47,7 @@ from playwright.sync_api import expect, sync_playwright
 from psycopg2 import sql
 from support import SIM, expected_rows, free_port, stop_group
 
+from mage_project import contracts
 from mage_project.entities import FILE_ENTITIES
 from mage_project.landing import LandingZone
 from mage_project.pipeline_metadata import committed_form, refresh_git_index
@@ -844,7 +845,13 @@ def test_publishing_swaps_the_audited_marts_in(page, editor):
     assert (int(published["models"]), int(published["tests"])) == (models, found["tests"]), published
     assert json.loads(published["statuses"]) == {"success": models + found["operations"],
                                                  "pass": found["tests"]}, published
-    assert json.loads(published["quality"]) == {"checks": found["tests"], "passed": found["tests"],
+    # Beside the dbt tests, the contracts' checks of the published tables (mage_project.enforcement):
+    # one per table's columns, required, unique and pii column, and quality rule.
+    promises = sum(1 + sum(c.required + c.unique + (c.classification == "pii") for c in t.columns)
+                   + len(t.quality) for p in contracts.load_products() for t in p.tables
+                   if t.schema == "marts")
+    checks = found["tests"] + promises
+    assert json.loads(published["quality"]) == {"checks": checks, "passed": checks,
                                                 "failed_error": [], "failed_warn": []}, published
     observed, _ = check_result(line)
     assert observed == {"published": True, "up_to_date": None}, line.inner_text()
@@ -864,8 +871,8 @@ def test_publishing_swaps_the_audited_marts_in(page, editor):
         (plan["run_id"], plan["inputs_fingerprint"])]
     assert query(editor, "select run_id from ops.build_leases") == [(None,)]
     assert query(editor, "select check_kind, count(*), bool_and(passed) from ops.quality_results"
-                         " where run_id = %s group by 1", (plan["run_id"],)) == [
-        ("dbt_test", found["tests"], True)]
+                         " where run_id = %s group by 1 order by 1", (plan["run_id"],)) == [
+        ("contract", promises, True), ("dbt_test", found["tests"], True)]
     assert not (editor.data_dir / "work" / "dbt-runs" / plan["run_id"]).exists()
 
     # The marts hold what the landed files say.
