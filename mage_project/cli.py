@@ -88,7 +88,7 @@ def failed_files(run_id: str) -> list[tuple[str, str, str | None]]:
     status but 'loaded' counts: a file the source sent broken and one that failed here alike."""
     from mage_project import warehouse
 
-    db = warehouse.writer()
+    db = warehouse.backend()
     with db.connection() as conn, db.transaction(conn) as cur:
         cur.execute(
             "select file_key, status, error from ops.file_manifest"

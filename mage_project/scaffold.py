@@ -103,7 +103,7 @@ def build_model(model: str, run_id: str, root: Path = PROJECT_ROOT) -> dict:
     violation when the table breaks its contract."""
     from mage_project import enforcement, transform, warehouse
 
-    db = warehouse.writer()
+    db = warehouse.backend()
     with db.connection() as conn:
         db.migrate(conn)
     target = transform.run_target_path(run_id)

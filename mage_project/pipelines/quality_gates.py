@@ -18,7 +18,7 @@
    while a loaded version has not passed gate 1.
 
 Results are committed before anything raises: they are the evidence of why nothing was published.
-Everything runs on the configured warehouse (``warehouse.writer()``), in portable SQL.
+Everything runs on the configured warehouse (``warehouse.backend()``), in portable SQL.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _mark(cur, versions: list[quality.FileVersion], status: str, run_id: str) ->
 def check_raw_file_drops(run_id: str) -> dict:
     """The raw-load gate. Returns a summary of the checks; raises QualityGateFailed when an
     error-level expectation failed (after storing every result)."""
-    db = warehouse.writer()
+    db = warehouse.backend()
     with db.connection() as conn:
         db.migrate(conn)
         with db.transaction(conn) as cur:
@@ -148,7 +148,7 @@ def plan_build(run_id: str, select: str | None = None) -> dict:
     no ``select`` asks for a build): nothing is built, and the dbt block is skipped. Raises when a
     loaded file version has not passed the raw gate, or when another run holds the lease past
     RUN_LOCK_TIMEOUT_SECONDS."""
-    db = warehouse.writer()
+    db = warehouse.backend()
     with db.connection() as conn:
         db.migrate(conn)
         _require_gate_passed(db, conn)
@@ -184,7 +184,7 @@ def build_still_planned(plan: dict) -> bool:
     nothing (and publish_marts, skipped with it, publishes nothing)."""
     if plan["up_to_date"]:
         return False
-    db = warehouse.writer()
+    db = warehouse.backend()
     with db.connection() as conn, db.transaction(conn) as cur:
         holder = _holder(db, cur)
     if holder != plan["run_id"]:
@@ -202,7 +202,7 @@ def publish_build(plan: dict) -> dict:
         return {"models": 0, "tests": 0, "statuses": {}, "published": False, "up_to_date": True}
     run_id, target = plan["run_id"], Path(plan["target_path"])
     failpoint("publish_start")
-    db = warehouse.writer()
+    db = warehouse.backend()
     with db.connection() as conn:
         try:
             _require_lease(db, conn, run_id)
@@ -263,7 +263,7 @@ def store_failed_build(run_id: str) -> int:
     """After the dbt build of ``run_id`` failed: store the results of the tests it ran (the
     evidence of why nothing was published) and give up the build lease. Returns how many."""
     target = transform.run_target_path(run_id)
-    db = warehouse.writer()
+    db = warehouse.backend()
     stored = 0
     with db.connection() as conn:
         try:

@@ -20,7 +20,7 @@ from mage_project.warehouse.errors import (
 from mage_project.warehouse.interface import Warehouse
 
 __all__ = ["DuplicateKeyError", "RunLockError", "Warehouse", "WarehouseError",
-           "WarehouseUnavailable", "backend", "backend_for", "writer", "writer_for"]
+           "WarehouseUnavailable", "backend", "backend_for"]
 
 
 def backend(kind: str | None = None) -> Warehouse:
@@ -39,7 +39,3 @@ def backend_for(conn_or_cursor) -> Warehouse:
         return backend("snowflake")
     return backend("postgres")
 
-
-# The names the pipelines have used so far.
-writer = backend
-writer_for = backend_for
