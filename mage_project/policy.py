@@ -207,6 +207,10 @@ class Project:
         return found
 
     @cached_property
+    def rendered_models(self) -> dict[str, tuple[Path, str | None, str | None]]:
+        return _rendered_models(self.root)
+
+    @cached_property
     def migration_tables(self) -> dict[str, tuple[str, dict[str, tuple[str, bool]]]]:
         return _migration_tables(self.root / MIGRATIONS, self.rel)
 
@@ -336,10 +340,43 @@ def _actual_columns(project: Project, table: contracts.Table) -> tuple[str, dict
     return path, {name: {"type": kind, "nullable": nullable} for name, (kind, nullable) in columns.items()}
 
 
+def _model_projections(project: Project, table: contracts.Table) -> tuple[Path, list] | None:
+    """(the mart's .sql, its final select's (name, expression) pairs), when it renders and parses."""
+    from sqlglot.errors import SqlglotError
+
+    path, sql, _error = project.rendered_models.get(table.name, (None, None, None))
+    if sql is None:
+        return None  # DP003 says it is missing, DP016 why it does not render
+    try:
+        return path, _output_projections(sql)
+    except SqlglotError:
+        return None  # DP016 says so
+
+
+def _sql_column_problems(project: Project, table: contracts.Table) -> Iterator[tuple[str, int | None, str]]:
+    """(path, line, problem) where the mart's SQL outputs other columns than its contract's."""
+    found = _model_projections(project, table)
+    if found is None:
+        return
+    path, projections = found
+    outputs = [name for name, _expression in projections]
+    where = project.rel(path)
+    for column in table.columns:
+        if column.name not in outputs:
+            yield where, None, f"{table.name} column {column.name!r} is not an output of {where}"
+    for name in outputs:
+        if name not in table.column_names:
+            yield (where, _projection_line(path, name),
+                   f"{table.name} column {name!r}, an output of {where}, is not in the contract")
+
+
 def declared_columns_match(project: Project) -> Iterator[Hit]:
-    """DP004: the model's YAML (marts) or the migrations (raw) have the contract's columns, no more."""
+    """DP004: the model's YAML and its SQL's final select (marts) or the migrations (raw) have the
+    contract's columns, no more."""
     for product in project.products:
         for index, table in enumerate(product.tables):
+            if table.schema == "marts":
+                yield from _sql_column_problems(project, table)
             if table.schema == "marts" and table.table not in project.dbt_models and any(
                     p.stem == table.table for p in (project.root / MARTS_MODELS).rglob("*.sql")):
                 yield (product.contract, project.table_line(product, index),
@@ -390,11 +427,33 @@ def _type_problems(table: contracts.Table, column: contracts.Column, actual: dic
         yield f"{table.name} column {column.name!r} is required but nullable in {where}"
 
 
+def _sql_type_problems(project: Project, table: contracts.Table) -> Iterator[tuple[str, int | None, str]]:
+    """(path, line, problem) where the mart's SQL casts a column to another type than its
+    contract's physicalType (a column it does not cast is held to its type at run time)."""
+    from sqlglot import exp
+
+    found = _model_projections(project, table)
+    if found is None:
+        return
+    path, projections = found
+    declared = {c.name: c.physical_type for c in table.columns}
+    for name, expression in projections:
+        if isinstance(expression, exp.Cast) and name in declared:
+            cast = _canonical_type(expression.to.sql("postgres"))
+            if cast != _canonical_type(declared[name]):
+                yield (project.rel(path), _projection_line(path, name),
+                       f"{table.name} column {name!r} is cast to {cast} in {project.rel(path)}, "
+                       f"{declared[name]} in the contract")
+
+
 def declared_types_match(project: Project) -> Iterator[Hit]:
     """DP005: logicalType fits physicalType; physicalType and required agree with the migration
-    DDL (raw) or the model YAML's data_type (marts, where given)."""
+    DDL (raw), the model YAML's data_type and the casts of its SQL's final select (marts, where
+    given)."""
     for product in project.products:
         for index, table in enumerate(product.tables):
+            if table.schema == "marts":
+                yield from _sql_type_problems(project, table)
             where, columns = _actual_columns(project, table) or ("", {})
             for column_index, column in enumerate(table.columns):
                 for problem in _type_problems(table, column, columns.get(column.name), where):
@@ -848,9 +907,11 @@ def _rendered_models(root: Path) -> dict[str, tuple[Path, str | None, str | None
     return rendered
 
 
-def _output_columns(sql: str) -> list[str]:
-    """The names a model's final select gives its columns (after expanding ``select * from final``)."""
+def _output_projections(sql: str) -> list[tuple[str, object]]:
+    """(name, expression) of each column of a model's final select (after expanding ``select *
+    from final``), the expression without its alias."""
     import sqlglot
+    from sqlglot import exp
 
     query = sqlglot.parse_one(sql, read="postgres")
     selects = query.selects
@@ -859,7 +920,13 @@ def _output_columns(sql: str) -> list[str]:
         cte = next((c for c in query.ctes if c.alias == table), None)
         if cte is not None:
             selects = cte.this.selects
-    return [s.alias_or_name for s in selects if not s.is_star]
+    return [(s.alias_or_name, s.this if isinstance(s, exp.Alias) else s)
+            for s in selects if not s.is_star]
+
+
+def _output_columns(sql: str) -> list[str]:
+    """The names a model's final select gives its columns."""
+    return [name for name, _expression in _output_projections(sql)]
 
 
 def _projection_line(path: Path, column: str) -> int | None:
@@ -930,7 +997,7 @@ def no_pii_in_clear(project: Project) -> Iterator[Hit]:
     declared = {f"{t.name}.{c.name}": c.masking
                 for p in project.products for t in p.tables for c in t.columns}
     schema = _source_schema(project)
-    models = _rendered_models(project.root)
+    models = project.rendered_models
     sources = {name: sql for name, (_path, sql, _error) in models.items()
                if sql is not None and not name.startswith("marts.")}
     for name, (path, sql, error) in sorted(models.items()):
@@ -969,9 +1036,9 @@ RULES: tuple[Rule, ...] = (
          contract_names_an_owner),
     Rule("DP003", ERROR, "add the dbt model or migration, or remove the table from the contract",
          declared_tables_exist),
-    Rule("DP004", ERROR, "make the model's YAML columns (marts) or the migrations (raw) the contract's",
+    Rule("DP004", ERROR, "make the model's YAML and SQL columns (marts) or the migrations (raw) the contract's",
          declared_columns_match),
-    Rule("DP005", ERROR, "make the contract's types and required agree with the DDL or data_type",
+    Rule("DP005", ERROR, "make the contract's types and required agree with the DDL, data_type or SQL casts",
          declared_types_match),
     Rule("DP006", ERROR, "list the pipeline in its product's contract (customProperties pipelines) "
          "and tag it with contracts.pipeline_tags", pipelines_belong_to_a_product),

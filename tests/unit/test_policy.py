@@ -139,7 +139,29 @@ def test_a_contract_type_the_ddl_does_not_have_fires_dp005(root):
     assert fired(root, "DP005") == [
         f"DP005 {FILE_DROPS}:57: raw.crm__customers column 'full_name' is TEXT in "
         "mage_project/warehouse/sql/postgres/002_file_drops.sql, varchar(200) in the contract: "
-        "make the contract's types and required agree with the DDL or data_type"]
+        + fix("DP005")]
+
+
+CAMPAIGNS = "dbt/warehouse/models/marts/fct_campaign_performance.sql"
+
+
+def test_a_model_column_renamed_in_its_sql_only_fires_dp004(root):
+    """A breaking change to a model's SQL alone (its YAML and contract untouched) is caught before
+    merge, on the model's line, not first by the publish."""
+    edit(root, CAMPAIGNS, "as bigint) as clicks,", "as bigint) as link_clicks,")
+    assert fired(root, "DP004") == [
+        f"DP004 {CAMPAIGNS}: marts.fct_campaign_performance column 'clicks' is not an output of "
+        f"{CAMPAIGNS}: " + fix("DP004"),
+        f"DP004 {CAMPAIGNS}:16: marts.fct_campaign_performance column 'link_clicks', an output of "
+        f"{CAMPAIGNS}, is not in the contract: " + fix("DP004")]
+
+
+def test_a_model_casting_a_column_to_another_type_fires_dp005(root):
+    edit(root, CAMPAIGNS, "cast(coalesce(spend.impressions, 0) as bigint)",
+         "cast(coalesce(spend.impressions, 0) as integer)")
+    assert fired(root, "DP005") == [
+        f"DP005 {CAMPAIGNS}:15: marts.fct_campaign_performance column 'impressions' is cast to INT in "
+        f"{CAMPAIGNS}, bigint in the contract: " + fix("DP005")]
 
 
 def test_a_pipeline_tagged_with_another_domain_fires_dp006(root):
