@@ -55,10 +55,17 @@ def send_failure_alert(pipeline: str, run_id: str | None, error: str, **details)
     return _send(settings, failure_message(pipeline, run_id, error, details), pipeline, run_id)
 
 
+# What a broken contract stopped, as the alert says it: a build's publish or a load.
+_STOPPED = {
+    "published": "The new build breaks the contract, so it was not published; the previous tables stay:",
+    "loaded": "The rows of the load break the contract, so none of them were kept; the table is as it was:",
+}
+
+
 def contract_message(product: Product, pipeline: str, run_id: str, problems: list[str],
-                     settings: config.SmtpSettings) -> EmailMessage:
+                     settings: config.SmtpSettings, stopped: str = "published") -> EmailMessage:
     msg = EmailMessage()
-    msg["Subject"] = (f"[mage_project] {product.key}: not published, its contract is broken "
+    msg["Subject"] = (f"[mage_project] {product.key}: not {stopped}, its contract is broken "
                       f"({pipeline} run {run_id})")
     msg["From"] = settings.mail_from
     msg["To"] = ", ".join(dict.fromkeys(route.email for route in product.alert_routes))
@@ -70,7 +77,7 @@ def contract_message(product: Product, pipeline: str, run_id: str, problems: lis
         f"Pipeline: {pipeline}",
         f"Run id:   {run_id}",
         "",
-        "The new build breaks the contract, so it was not published; the previous tables stay:",
+        _STOPPED[stopped],
         *(f"- {problem}" for problem in problems),
         "",
         f"Every check of the run is in ops.quality_results (run_id = '{run_id}',"
@@ -79,9 +86,11 @@ def contract_message(product: Product, pipeline: str, run_id: str, problems: lis
     return msg
 
 
-def send_contract_alert(pipeline: str, run_id: str, broken: list, products: list[Product]) -> int:
+def send_contract_alert(pipeline: str, run_id: str, broken: list, products: list[Product],
+                        stopped: str = "published") -> int:
     """Email each product whose contract the results ``broken`` break to its own alert routes
-    (the owning domain's addresses in the contract); returns how many messages were sent."""
+    (the owning domain's addresses in the contract); ``stopped``: what did not happen, "published"
+    (a build) or "loaded" (a load). Returns how many messages were sent."""
     try:
         settings = config.smtp()
     except config.ConfigError as exc:
@@ -95,7 +104,7 @@ def send_contract_alert(pipeline: str, run_id: str, broken: list, products: list
         if settings.host is None:
             log.error("ALERT (SMTP_HOST unset, not emailed) to %s: %s", product.key, "; ".join(problems))
             continue
-        sent += _send(settings, contract_message(product, pipeline, run_id, problems, settings),
+        sent += _send(settings, contract_message(product, pipeline, run_id, problems, settings, stopped),
                       pipeline, run_id)
     return sent
 

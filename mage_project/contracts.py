@@ -36,6 +36,16 @@ OWNER_ROLE = "owner"
 # custom property ``masking`` (ODCS has no field for it); the value says with what.
 MASKINGS = ("sha256", "md5")
 PUBLISHED_SCHEMAS = ("marts",)
+# Loaded by the pipelines, held to their contracts at load time, each with its schema-drift
+# policy (custom property ``schemaDrift``: what a load does with a field it does not know, a
+# field missing, a value of the wrong type; ``mage_project.entities.DriftPolicy``).
+RAW_SCHEMAS = ("raw",)
+DRIFT_KINDS = {"unknownField": "unknown_field", "missingField": "missing_field", "wrongType": "wrong_type"}
+DRIFT_MODES = ("freeze", "discard_row", "discard_value")
+# What a load adds to each raw row (its run, its file): no contract's business.
+LINEAGE_COLUMNS = ("_run_id", "_loaded_at", "_source_file", "_file_key", "_file_checksum", "_row_number")
+_SCHEMA_DRIFT = {"type": "object", "additionalProperties": False, "required": list(DRIFT_KINDS),
+                 "properties": {kind: {"enum": list(DRIFT_MODES)} for kind in DRIFT_KINDS}}
 
 _SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
@@ -167,6 +177,8 @@ class Table:
     columns: tuple[Column, ...]
     quality: tuple[QualityRule, ...] = ()
     description: str = ""
+    # A raw table's schema-drift policy, DriftPolicy's keywords: {"unknown_field": "freeze", ...}.
+    drift: dict[str, str] | None = field(default=None, hash=False)
 
     @property
     def schema(self) -> str:
@@ -373,8 +385,36 @@ def _table(obj: dict) -> Table:
             description=prop.get("description", "").strip(), masking=_masking(prop)))
         for rule in prop.get("quality") or []:
             quality.append(_rule(rule, name, prop["name"]))
+    drift = _schema_drift(obj)
     return Table(name=name, columns=tuple(columns), quality=tuple(quality),
-                 description=(obj.get("description") or "").strip())
+                 description=(obj.get("description") or "").strip(),
+                 drift={DRIFT_KINDS[k]: v for k, v in drift.items()} if drift else None)
+
+
+def _schema_drift(obj: dict) -> dict | None:
+    found = [p.get("value") for p in obj.get("customProperties") or []
+             if isinstance(p, dict) and p.get("property") == "schemaDrift"]
+    return found[0] if found else None
+
+
+def _drift_problems(document: dict) -> list[tuple[str, str]]:
+    """A raw table declares its schema-drift policy, and only a raw table does."""
+    problems = []
+    for index, obj in enumerate(document.get("schema") or []):
+        if not isinstance(obj, dict) or not isinstance(obj.get("physicalName"), str):
+            continue
+        drift, raw = _schema_drift(obj), obj["physicalName"].partition(".")[0] in RAW_SCHEMAS
+        where = f"$.schema[{index}]"
+        if raw and drift is None:
+            problems.append((where, f"raw table {obj['physicalName']} declares no schemaDrift "
+                                    f"(customProperties: {', '.join(DRIFT_KINDS)}, each one of "
+                                    f"{', '.join(DRIFT_MODES)})"))
+        elif drift is not None and not raw:
+            problems.append((where, "schemaDrift is a raw table's: what its loads do with drift"))
+        elif drift is not None:
+            problems += [(f"{where}.customProperties", f"schemaDrift: {e.message}")
+                         for e in Draft201909Validator(_SCHEMA_DRIFT).iter_errors(drift)]
+    return problems
 
 
 OPERATORS = ("mustBe", "mustNotBe", "mustBeGreaterThan", "mustBeGreaterOrEqualTo",
@@ -442,6 +482,7 @@ def load_contract(path: Path, root: Path = PROJECT_ROOT) -> Product:
     owner_email, owner_problems = _owner_email(document)
     problems += custom_problems + owner_problems + _sla_problems(document)
     problems += _path_problems(document, relative) + _masking_problems(document)
+    problems += _drift_problems(document)
     triggers: list[Trigger] = []
     if isinstance(custom.get("pipelines"), list):
         triggers, missing = _triggers(root, custom["pipelines"])
@@ -498,6 +539,22 @@ def load_products(root: Path = PROJECT_ROOT) -> tuple[Product, ...]:
                     f"({seen_tables[table.name].contract}): a table belongs to one product"))])
             seen_tables[table.name] = product
     return tuple(products)
+
+
+def raw_table(name: str, root: Path = PROJECT_ROOT) -> tuple[Product, Table]:
+    """The product that declares the raw table ``name`` (schema.table), and its declaration;
+    ``LookupError`` when no contract does."""
+    for product, table in _raw_tables(root.resolve()):
+        if table.name == name:
+            return product, table
+    raise LookupError(f"no contract declares the raw table {name}: a raw table belongs to a product")
+
+
+@cache
+def _raw_tables(root: Path) -> tuple[tuple[Product, Table], ...]:
+    # Read once per process: a load looks its table up for every file.
+    return tuple((product, table) for product in load_products(root) for table in product.tables
+                 if table.schema in RAW_SCHEMAS)
 
 
 def pipeline_tags(products: Iterable[Product]) -> dict[str, tuple[str, ...]]:

@@ -21,9 +21,18 @@ warehouses.
 from __future__ import annotations
 
 import operator as op
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
 
-from mage_project.contracts import PUBLISHED_SCHEMAS, Product, QualityRule, Table
+from mage_project.contracts import (
+    LINEAGE_COLUMNS,
+    PUBLISHED_SCHEMAS,
+    RAW_SCHEMAS,
+    Product,
+    QualityRule,
+    Table,
+    raw_table,
+)
 from mage_project.quality import QualityResult, identifier
 from mage_project.warehouse.portable import canonical_type
 
@@ -51,12 +60,65 @@ def check_published(db, cur, products: Iterable[Product], *, relation: Callable[
     return results
 
 
+@dataclass(frozen=True)
+class Rows:
+    """The rows a check reads: all of a table's, or those of ``predicate`` (SQL with ``%s``
+    parameters ``params``), such as one load's: a raw table is held to its contract at load
+    time over what the load wrote, not over all it ever held."""
+
+    source: str
+    params: tuple = ()
+
+    @classmethod
+    def of(cls, where: str, predicate: str | None = None, params: tuple = ()) -> Rows:
+        if predicate is None:
+            return cls(where)
+        return cls(f"(select * from {where} where {predicate}) as checked", tuple(params))  # noqa: S608
+
+    def count(self, cur, condition: str = "", params: tuple = ()) -> int:
+        """``count(*)`` of the rows (where ``condition``)."""
+        return _count(cur, f"select count(*) from {self.source}"  # noqa: S608 - identifiers checked
+                           + (f" where {condition}" if condition else ""), self.params + params)
+
+
+class ContractBroken(Exception):
+    """A load wrote rows that break their raw table's contract: nothing of it is kept (its
+    transaction is rolled back); ``results`` are every check of the load, to store."""
+
+    def __init__(self, product: Product, results: list[QualityResult]):
+        self.product, self.results = product, results
+        self.broken = [r for r in results if r.blocking]
+        # A table whose columns are not the contract's is ours to fix (a migration), not the data's.
+        self.of_the_table = any(r.observed["rule"] == "schema" for r in self.broken)
+        super().__init__("; ".join(violations(self.broken)))
+
+
+def check_loaded(db, cur, name: str, predicate: str, params: tuple) -> list[QualityResult]:
+    """Hold the rows a load just wrote to the raw table ``name`` (those of ``predicate``, in the
+    load's transaction) to the table's contract: its columns and types, ``required`` and
+    ``unique``; raises ``ContractBroken`` when they break it. The contract's quality rules on
+    raw rows are the raw gate's (``quality_gates.check_raw_file_drops``: a bad value stops the
+    marts, it does not hold back the rest of its file). Lineage columns the contract does not
+    declare are not its business."""
+    product, table = raw_table(name)
+    results = check_table(db, cur, product, table, name, rows=Rows.of(name, predicate, params),
+                          ignored=set(LINEAGE_COLUMNS) - set(table.column_names), rules=False)
+    if any(r.blocking for r in results):
+        raise ContractBroken(product, results)
+    return results
+
+
 def check_table(db, cur, product: Product, table: Table, where: str,
-                dbt_tests: Sequence[dict] = ()) -> list[QualityResult]:
-    """The checks of one declared ``table``, whose rows are at ``where`` (schema.table)."""
+                dbt_tests: Sequence[dict] = (), rows: Rows | None = None,
+                ignored: Collection[str] = (), rules: bool = True) -> list[QualityResult]:
+    """The checks of one declared ``table``, whose rows are at ``where`` (schema.table): all of
+    them, or ``rows``. ``ignored``: columns of ``where`` that are not the contract's business (a
+    raw table's lineage); ``rules``: whether its quality rules are checked too."""
     check = _Checker(product, table)
+    rows = rows or Rows.of(where)
     schema_name, _, table_name = where.partition(".")
-    actual = {c.name: c for c in db.table_columns(cur, identifier(schema_name), identifier(table_name))}
+    actual = {c.name: c for c in db.table_columns(cur, identifier(schema_name), identifier(table_name))
+              if c.name not in ignored}
     if not actual:
         return [check.result("schema", None, False, f"{where} does not exist: the build made no "
                              f"{table.name}")]
@@ -68,18 +130,19 @@ def check_table(db, cur, product: Product, table: Table, where: str,
         return results
     for column in table.columns:
         if column.required:
-            nulls = _count(cur, f"select count(*) from {where}"  # noqa: S608 - identifiers checked
-                                f" where {identifier(column.name)} is null")
+            nulls = rows.count(cur, f"{identifier(column.name)} is null")
             results.append(check.result("required", column.name, nulls == 0,
                                         f"{nulls} null(s) in a required column", nulls=nulls))
         if column.unique:
-            duplicates = _duplicates(cur, where, [column.name])
+            duplicates = _duplicates(cur, rows, [column.name])
             results.append(check.result("unique", column.name, duplicates == 0,
                                         f"{duplicates} value(s) more than once in a unique column",
                                         duplicates=duplicates))
-        if column.classification == "pii":
-            results.append(_masking(check, cur, where, column.name, column.masking))
-    results += [_rule(check, cur, where, rule, dbt_tests) for rule in table.quality]
+        if column.classification == "pii" and (column.masking or table.schema not in RAW_SCHEMAS):
+            # A raw table may hold pii in clear (its contract says so); a published one never.
+            results.append(_masking(check, cur, rows, column.name, column.masking))
+    if rules:
+        results += [_rule(check, cur, rows, rule, dbt_tests) for rule in table.quality]
     return results
 
 
@@ -129,27 +192,26 @@ def _count(cur, statement: str, params: tuple = ()) -> int:
     return int(value or 0)
 
 
-def _duplicates(cur, where: str, columns: list[str]) -> int:
+def _duplicates(cur, rows: Rows, columns: list[str]) -> int:
     """Rows beyond the first of each value of ``columns`` (nulls not counted)."""
     names = ", ".join(identifier(c) for c in columns)
     not_null = " and ".join(f"{c} is not null" for c in columns)
-    return _count(cur, f"select coalesce(sum(n - 1), 0) from (select count(*) as n from {where}"  # noqa: S608 - identifiers checked
-                       f" where {not_null} group by {names} having count(*) > 1) as repeated")
+    return _count(cur, f"select coalesce(sum(n - 1), 0) from (select count(*) as n from {rows.source}"  # noqa: S608 - identifiers checked
+                       f" where {not_null} group by {names} having count(*) > 1) as repeated", rows.params)
 
 
-def _masking(check: _Checker, cur, where: str, column: str, masking: str | None) -> QualityResult:
+def _masking(check: _Checker, cur, rows: Rows, column: str, masking: str | None) -> QualityResult:
     if masking is None:  # the contract refuses this for a published table; a raw one may hold it
         return check.result("masking", column, None, "pii held in clear (no masking declared)")
     length, column = HASH_LENGTH[masking], identifier(column)
-    clear = _count(cur, f"select count(*) from {where} where {column} is not null and ("  # noqa: S608 - identifiers checked
-                        f"length({column}) <> %s or translate(lower({column}),"
-                        " '0123456789abcdef', '') <> '')", (length,))
+    clear = rows.count(cur, f"{column} is not null and (length({column}) <> %s or"
+                            f" translate(lower({column}), '0123456789abcdef', '') <> '')", (length,))
     return check.result("masking", column, clear == 0,
                         f"{clear} value(s) that are not {masking} hashes: pii in clear",
                         masking=masking, in_clear=clear)
 
 
-def _rule(check: _Checker, cur, where: str, rule: QualityRule,
+def _rule(check: _Checker, cur, rows: Rows, rule: QualityRule,
           dbt_tests: Sequence[dict]) -> QualityResult:
     severity = "warn" if rule.severity in ("warning", "warn", "info") else "error"
     base = {"name": rule.name, "severity": severity}
@@ -160,7 +222,7 @@ def _rule(check: _Checker, cur, where: str, rule: QualityRule,
                             f"rule {rule.name}: the dbt test "
                             + ("did not run in the build" if status is None else f"ended {status}"),
                             dbt_status=status, **base)
-    value = _measure(cur, where, rule)
+    value = _measure(cur, rows, rule)
     if value is None or rule.operator is None:
         return check.result("quality", rule.column, None,
                             f"rule {rule.name} ({rule.type} {rule.metric or ''}) is not checked at "
@@ -171,22 +233,23 @@ def _rule(check: _Checker, cur, where: str, rule: QualityRule,
                         value=value, **base)
 
 
-def _measure(cur, where: str, rule: QualityRule) -> float | None:
+def _measure(cur, rows: Rows, rule: QualityRule) -> float | None:
     """What a rule measures on the table, or None when it is not measured here."""
     if rule.type == "sql" and rule.query:
-        return _count(cur, rule.query.replace("{object}", where))
+        # With parameters, a % of the rule's own query is doubled to stay a literal %.
+        query = rule.query.replace("%", "%%") if rows.params else rule.query
+        return _count(cur, query.replace("{object}", rows.source), rows.params)
     column = identifier(rule.column) if rule.column else None
     if rule.metric == "rowCount":
-        return _count(cur, f"select count(*) from {where}")  # noqa: S608 - identifier checked
+        return rows.count(cur)
     if rule.metric == "nullValues" and column:
-        return _count(cur, f"select count(*) from {where} where {column} is null")  # noqa: S608
+        return rows.count(cur, f"{column} is null")
     if rule.metric == "duplicateValues":
-        return _duplicates(cur, where, list(rule.arguments.get("properties") or [column]))
+        return _duplicates(cur, rows, list(rule.arguments.get("properties") or [column]))
     if rule.metric == "invalidValues" and column and rule.arguments.get("validValues"):
-        values = list(rule.arguments["validValues"])
+        values = tuple(rule.arguments["validValues"])
         marks = ", ".join(["%s"] * len(values))
-        return _count(cur, f"select count(*) from {where} where {column} is not null"  # noqa: S608
-                           f" and {column} not in ({marks})", tuple(values))
+        return rows.count(cur, f"{column} is not null and {column} not in ({marks})", values)
     return None
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mage_project import contracts
+from mage_project.contracts import DRIFT_MODES
+
 
 @dataclass(frozen=True)
 class Column:
@@ -19,7 +22,6 @@ class Column:
     allowed: tuple[str, ...] = ()  # for kind "enum"
 
 
-DRIFT_MODES = ("freeze", "discard_row", "discard_value")
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ class DriftPolicy:
     or wrongly typed optional value becomes NULL; a required one is rejected all the same).
     There is no ``evolve``: the raw tables' columns are declared (migrations, contracts), and the
     landing copy keeps every field as sent, so a declared new column can be replayed from it.
-    Every drift is counted per field in the run's summary.
+    Every drift is counted per field in the run's summary. Each raw table's policy is its
+    contract's (custom property ``schemaDrift``; ``Entity.drift_policy``).
     """
 
     unknown_field: str = "discard_value"
@@ -51,15 +54,6 @@ class DriftPolicy:
             if getattr(self, kind) not in DRIFT_MODES:
                 raise ValueError(f"{kind}={getattr(self, kind)!r} is not one of {DRIFT_MODES}")
 
-
-# API records: new fields are common and harmless (kept in the landing copy), a value of the
-# wrong type is a defect of that record only.
-API_DRIFT = DriftPolicy(unknown_field="discard_value", missing_field="discard_value",
-                        wrong_type="discard_row")
-# Dropped files: an extra column is noted, a missing column fails the file (an export job
-# changed shape: loading it with NULLs would hide that), a bad value rejects its row.
-FILE_DRIFT = DriftPolicy(unknown_field="discard_value", missing_field="freeze",
-                         wrong_type="discard_row")
 
 SEVERITIES = ("error", "warn")
 SCOPES = ("rows", "files")
@@ -123,7 +117,18 @@ class Entity:
     columns: tuple[Column, ...]
     write_mode: str = "upsert"  # later delivery of the same key wins
     expectations: tuple[Expectation, ...] = ()
-    drift: DriftPolicy = FILE_DRIFT
+    drift: DriftPolicy | None = None  # None: its contract's (set only to try another policy)
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    @property
+    def drift_policy(self) -> DriftPolicy:
+        """What a load does with drift: ``drift`` when set, else the contract's ``schemaDrift``."""
+        if self.drift is not None:
+            return self.drift
+        return DriftPolicy(**contracts.raw_table(self.qualified_name)[1].drift)
 
     @property
     def column_names(self) -> list[str]:
@@ -149,7 +154,6 @@ USER_ACTIVITY = Entity(
     table="user_activity",
     primary_key="event_id",
     cursor_field="occurred_at",
-    drift=API_DRIFT,
     columns=(
         Column("event_id", "text", "key", required=True),
         Column("user_id", "bigint", "bigint", required=True),

@@ -19,7 +19,7 @@ NUL in a declared column (PostgreSQL text cannot hold one); each declared value 
 Those poison checks reject the row whatever the drift policy. Control characters other than NUL
 are data and load as they are.
 
-Drift, from ``entity.drift`` (see ``entities.DriftPolicy``):
+Drift, from the contract (``entity.drift_policy``; see ``entities.DriftPolicy``):
 
 - ``unknown_field`` (a header column not declared): ``discard_value`` loads without it,
   ``discard_row`` rejects every row naming it, ``freeze`` fails the file naming it.
@@ -398,7 +398,7 @@ class _HeaderDrift:
     def of(cls, entity: Entity, header: list[str]) -> _HeaderDrift:
         """The header's drift; raises UnreadableFile where the policy (or a missing required
         column) refuses the file as a whole."""
-        policy, names = entity.drift, entity.column_names
+        policy, names = entity.drift_policy, entity.column_names
         missing = [n for n in names if n not in header]
         required_missing = [c.name for c in entity.columns if c.required and c.name in missing]
         if missing and (policy.missing_field == "freeze" or required_missing):
@@ -430,7 +430,7 @@ def _row_check(entity: Entity, header: list[str], header_reason: tuple | None):
     """The check of one row of a file with ``header``: ``check_row(row_no, text, record)``
     returns the row's declared values and the columns set NULL for their type, and raises
     _Skip with the reason when the row is rejected (UnreadableFile under wrong_type=freeze)."""
-    policy, width = entity.drift, len(header)
+    policy, width = entity.drift_policy, len(header)
     # Per declared column: its position in the row (None when missing), its value_check.
     checks = [(c.name, header.index(c.name) if c.name in header else None, value_check(c),
                c.kind, c.required) for c in entity.columns]
@@ -489,7 +489,7 @@ def _write_rows(rows: Iterator[_Record], check_row, entity: Entity, shape: _Head
     """Every row after the header into the valid file (the declared columns and the row's
     number) or the rejects file (its number, the reason, the raw line), counted, with the drift
     of each row added to ``shape.drift``."""
-    policy, drift, extra, missing = entity.drift, shape.drift, shape.extra, shape.missing
+    policy, drift, extra, missing = entity.drift_policy, shape.drift, shape.extra, shape.missing
     with (
         open(valid_path, "w", encoding="utf-8", newline="") as valid,
         open(rejects_path, "w", encoding="utf-8", newline="") as rejects,

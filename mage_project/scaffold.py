@@ -12,8 +12,10 @@ and classifications from the contracts), a product that passes ``check`` as writ
   described and typed; the primary key tested unique and not null): the source's columns, pii ones left out
   (DP016), selected from the source's staging model when it has one;
 - ``pipelines/<name>/`` (tags ``domain:``, ``product:``, ``owner:``; a daily trigger with an SLA),
-  whose one block (``data_loaders/build_dbt_<name>.py``) calls ``build_model`` and tests the build
-  with ``checks.dbt_build_passed``, and the project's ``record_run_failure`` callback;
+  whose one block (``data_loaders/build_dbt_<name>.py``) builds and publishes the mart by
+  write-audit-publish (``quality_gates.build_and_publish``: built into ``marts__audit``, held to
+  its contract, then swapped in) and tests the build with ``checks.dbt_build_passed``, and the
+  project's ``record_run_failure`` callback;
 - ``tests/unit/test_<name>_product.py``.
 
 A name already taken (its contract, model, pipeline, block or test file exists) is refused before
@@ -23,7 +25,6 @@ anything is written (``ScaffoldError``; the command exits 2).
 from __future__ import annotations
 
 import re
-import shutil
 import string
 import uuid
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from mage_project import contracts
+from mage_project import contracts, pipeline_metadata
 from mage_project.config import PROJECT_ROOT
 
 DEFAULT_SOURCE = "raw.user_activity"
@@ -40,6 +41,7 @@ MODELS = Path("dbt/warehouse/models")
 MARTS = MODELS / "marts"
 MARTS_YAML = MARTS / "_marts.yml"
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+MAX_NAME = 63  # PostgreSQL's identifier limit: the name is the mart's table name
 # The namespace of the contracts' ids (uuid5 of "<domain>/<product>").
 ID_NAMESPACE = uuid.UUID("6ba7b811-9dad-11d1-80b4-00c04fd430c8")
 SCHEDULE = "0 4 * * *"  # after the ingestion (02:00) and warehouse_elt (03:00)
@@ -92,33 +94,6 @@ class Source:
     relation: str  # the Jinja the mart selects from: {{ ref('...') }} or {{ source('...', '...') }}
     columns: tuple[SourceColumn, ...]
     left_out: tuple[str, ...]  # columns not published, and why
-
-
-def build_model(model: str, run_id: str, root: Path = PROJECT_ROOT) -> dict:
-    """What a scaffolded product's pipeline runs: the warehouse's migrations (so its raw tables
-    exist), then ``dbt build`` of ``model`` and what it is built from, with their tests, its
-    artifacts in the run's own target path; then the table held to its product's contract
-    (``mage_project.enforcement``: columns and types, required, unique, quality rules). Returns
-    ``transform.summary`` of the build; raises with dbt's output when it fails, and naming each
-    violation when the table breaks its contract."""
-    from mage_project import enforcement, transform, warehouse
-
-    db = warehouse.backend()
-    with db.connection() as conn:
-        db.migrate(conn)
-    target = transform.run_target_path(run_id)
-    shutil.rmtree(target, ignore_errors=True)
-    transform.run_dbt("build", "--select", f"+{model}", target_path=target)
-    summary = transform.summary(target)
-    products = [p for p in contracts.load_products(root) if model in p.dbt_models]
-    with db.connection() as conn, db.transaction(conn) as cur:
-        results = enforcement.check_published(db, cur, products, relation=lambda name: name,
-                                              dbt_tests=summary["test_results"])
-    problems = enforcement.violations(results)
-    if problems:
-        raise RuntimeError(f"{model} breaks its contract: " + "; ".join(problems))
-    summary["contract_checks"] = len(results)
-    return summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,20 +311,24 @@ def _with_entry(marts_yaml: str, name: str, entry: str) -> str:
 
 
 def _block(name: str) -> str:
-    return f'''"""Build marts.{name} with dbt (the model, what it is built from, and their tests) on the
-configured warehouse. Returns the build's summary (models, tests, statuses), not the data.
+    return f'''"""Build the product's mart with dbt (the model, what it is built from, and their tests) into
+the audit schema, hold it to its contract, then publish it (write-audit-publish) on the configured
+warehouse. Returns the build's summary (models, tests, statuses, published), not the data.
 """
-from mage_project import checks, runs, scaffold
+from mage_project import checks, runs
+from mage_project.pipelines import quality_gates
 
 if 'data_loader' not in globals():
     from mage_ai.data_preparation.decorators import data_loader
 if 'test' not in globals():
     from mage_ai.data_preparation.decorators import test
 
+PRODUCT = '{name}'
+
 
 @data_loader
 def build_dbt_{name}(*args, **kwargs):
-    return scaffold.build_model('{name}', run_id=runs.run_id_for(kwargs))
+    return quality_gates.build_and_publish(PRODUCT, runs.run_id_for(kwargs), pipeline=PRODUCT)
 
 
 @test
@@ -380,7 +359,7 @@ def _pipeline(domain: str, name: str, team: str) -> str:
         "tags": [f"owner:{team}", f"domain:{domain}", f"product:{name}"], "type": "python",
         "uuid": name, "variables": {}, "variables_dir": None, "widgets": [],
     }
-    return yaml.safe_dump(document, sort_keys=False, width=100)
+    return pipeline_metadata.committed_form(yaml.safe_dump(document))
 
 
 def _triggers(name: str, team: str) -> str:
@@ -468,8 +447,9 @@ def new_product(domain: str, name: str, source: str = DEFAULT_SOURCE,
     ``ScaffoldError`` before anything is written when a name is taken or the source unusable."""
     root = Path(root)
     for what, value in (("domain", domain), ("name", name)):
-        if not NAME.match(value):
-            raise ScaffoldError(f"{what} {value!r} is not a lower-case name ([a-z][a-z0-9_]*)")
+        if not NAME.match(value) or len(value) > MAX_NAME:
+            raise ScaffoldError(
+                f"{what} {value!r} is not a lower-case name ([a-z][a-z0-9_]*, at most {MAX_NAME} characters)")
     taken = _taken(root, domain, name)
     if taken:
         raise ScaffoldError(f"{name} is taken: {', '.join(taken)} already exist(s); nothing was written")

@@ -147,6 +147,15 @@ def summary(target: Path) -> dict:
     return out
 
 
+def built_views(target: Path) -> list[str]:
+    """The models materialized as views that the dbt invocation with ``target`` built."""
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    nodes = json.loads((target / "manifest.json").read_text())["nodes"]
+    return [nodes[r["unique_id"]]["name"] for r in results
+            if r["unique_id"].startswith("model.") and r["status"] == "success"
+            and nodes[r["unique_id"]]["config"].get("materialized") == "view"]
+
+
 def _test_result(result: dict, nodes: dict) -> dict:
     """One test's outcome, the model it tests (``table``: as published; ``relation``: where it
     ran) and, when it did not pass, its compiled query (which selects the failing rows)."""

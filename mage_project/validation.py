@@ -285,7 +285,7 @@ class _RecordCheck:
     def __init__(self, entity: Entity, window: Window, source_key: str, counts: FileCounts):
         self.entity, self.window, self.key, self.counts = entity, window, source_key, counts
         self.declared = frozenset(entity.column_names)
-        self.policy = entity.drift
+        self.policy = entity.drift_policy
         self.columns = [(c.name, _JSON_TYPES[c.kind], self._converter(c), c)
                         for c in entity.columns]
         self.strict = False  # the record was read by Python's parser: check objects in full
@@ -486,7 +486,7 @@ def validate_files(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
-        {"entity": entity.pipeline, "drift": asdict(entity.drift), "path": str(path), "key": key,
+        {"entity": entity.pipeline, "drift": asdict(entity.drift_policy), "path": str(path), "key": key,
          "file_no": file_no, "run_id": run_id, "start": window.start.isoformat(),
          "end": window.end.isoformat(), "out_dir": str(out_dir)}
         for file_no, (path, key) in enumerate(files)

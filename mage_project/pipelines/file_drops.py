@@ -11,6 +11,9 @@ One file's failure never stops the others. What ``ops.file_manifest.status`` the
 - ``failed``: the file's own content cannot be loaded (``normalize.UnreadableFile``: empty, a
   bad header, not gzip, a drift policy of ``freeze``...). Alerted; tried again only when the
   file is rewritten.
+- ``failed`` too: its rows break their raw table's contract (``enforcement.check_loaded``, in
+  the load's transaction: nothing of the file is kept); the checks are in ``ops.quality_results``
+  and the table's owning domain is alerted.
 - ``error``: the load failed for a reason of ours (an OSError writing the work files, a full
   disk, permissions, the warehouse connection, any other exception). Alerted, and pending again
   for the next run, which loads it as the next version.
@@ -30,7 +33,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from mage_project import alerts, config, warehouse
+from mage_project import alerts, config, enforcement, quality, warehouse
 from mage_project.entities import FILE_ENTITIES, Entity
 from mage_project.faults import failpoint
 from mage_project.landing import LandingZone
@@ -120,6 +123,8 @@ def load_file(zone: LandingZone, drop: DropFile, run_id: str) -> dict:
                 result.update(_load_version(db, cur, drop, local, work, run_id, result))
                 failpoint("drops_before_commit")
         failpoint("drops_after_file")
+    except enforcement.ContractBroken as exc:
+        return _contract_broken(drop, run_id, known, exc)
     except Exception as exc:  # noqa: BLE001 - one file's failure, whatever it is, stops no other
         return _load_error(drop, run_id, known, exc)
     finally:
@@ -152,7 +157,30 @@ def _load_error(drop: DropFile, run_id: str, known: dict, exc: Exception) -> dic
     error = _message(exc)
     log.error("%s could not be loaded (%s): the next run tries it again", drop.key, error,
               exc_info=exc)
-    result = {**known, "status": "error", "error": error, "recorded": False}
+    result = _record_not_loaded(drop, run_id, known, "error", error)
+    alerts.send_failure_alert(PIPELINE, run_id, f"{drop.key} could not be loaded ({error}); the"
+                              " next run tries it again", file=drop.key)
+    return result
+
+
+def _contract_broken(drop: DropFile, run_id: str, known: dict, exc: enforcement.ContractBroken) -> dict:
+    """The file's rows break their raw table's contract, so its load was rolled back. Recorded
+    as 'failed' (its content: tried again when the file is rewritten), or as 'error' (pending
+    again) when it is the table's columns that are not the contract's; every check stored in
+    ops.quality_results; the owning domain alerted."""
+    error = _message_text(f"breaks the contract of {exc.product.key}: {exc}")
+    status = "error" if exc.of_the_table else "failed"
+    log.error("%s not loaded (%s): %s", drop.key, status, error)
+    result = _record_not_loaded(drop, run_id, known, status, error, exc.results)
+    alerts.send_contract_alert(PIPELINE, run_id, exc.broken, [exc.product], "loaded")
+    return result
+
+
+def _record_not_loaded(drop: DropFile, run_id: str, known: dict, status: str, error: str,
+                       results: list | None = None) -> dict:
+    """Record the file's version as ``status`` (with the checks of its load, if any), in a
+    transaction of its own: the load's own was rolled back."""
+    result = {**known, "status": status, "error": error, "recorded": False}
     try:
         db = warehouse.backend()
         with db.connection() as conn, db.transaction(conn) as cur:
@@ -160,14 +188,13 @@ def _load_error(drop: DropFile, run_id: str, known: dict, exc: Exception) -> dic
             _record(db, cur, {"file_key": drop.key, "version": result["version"],
                           "entity": drop.entity.table, "size_bytes": known["size"],
                           "checksum": known["checksum"], "run_id": run_id,
-                          "source_tag": drop.tag}, status="error", error=error)
+                          "source_tag": drop.tag}, status=status, error=error)
+            quality.store(cur, run_id, PIPELINE, results or [])
         result["recorded"] = True
     except Exception as record_exc:  # noqa: BLE001 - said at the end of the run, with the others
         result["record_error"] = _message(record_exc)
-        log.error("%s: the error could not be recorded either (%s)", drop.key,
+        log.error("%s: the %s could not be recorded either (%s)", drop.key, status,
                   result["record_error"])
-    alerts.send_failure_alert(PIPELINE, run_id, f"{drop.key} could not be loaded ({error}); the"
-                              " next run tries it again", file=drop.key)
     return result
 
 
@@ -198,11 +225,15 @@ def _load_version(db, cur, drop: DropFile, local: Path, work: Path, run_id: str,
         _record(db, cur, manifest, status="failed", error=error)
         return {"status": "failed", "version": version, "error": error}
     db.copy_file_rows(cur, drop.entity, drop.key, checksum, counts)
+    # The rows just written held to their table's contract: ContractBroken rolls all of it back.
+    checks = enforcement.check_loaded(db, cur, drop.entity.qualified_name,
+                                      "_file_key = %s and _file_checksum = %s", (drop.key, checksum))
+    quality.store(cur, run_id, PIPELINE, checks)
     _record(db, cur, manifest, status="loaded", rows_total=counts.rows, rows_loaded=counts.valid,
             rows_rejected=counts.rejected, notes=_message_text(counts.notes) or None)
     return {"status": "loaded", "version": version, "rows": counts.rows,
             "rows_loaded": counts.valid, "rows_rejected": counts.rejected,
-            "drift": counts.drift}
+            "drift": counts.drift, "contract_checks": len(checks)}
 
 
 def _record(db, cur, manifest: dict, **values) -> None:

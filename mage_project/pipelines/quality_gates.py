@@ -31,6 +31,7 @@ import os
 import shlex
 import shutil
 import socket
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -237,11 +238,12 @@ def publish_build(plan: dict) -> dict:
             "quality": quality.summary(results), "published": True}
 
 
-def _require_contracts_kept(db, conn, run_id: str, summary: dict) -> list:
+def _require_contracts_kept(db, conn, run_id: str, summary: dict, pipeline: str = PIPELINE,
+                            products: list | None = None) -> list:
     """Hold the audited marts to their products' contracts (``mage_project.enforcement``), store
     every result in ops.quality_results, and refuse to publish, naming each product, table,
     column and rule broken, when one is; the owning domains are alerted."""
-    products = contracts.load_products()
+    products = contracts.load_products() if products is None else products
     with db.transaction(conn) as cur:
         # A retry of the block (Mage's retry_config) after a broken contract alerts no one again.
         cur.execute("select count(*) from ops.quality_results where run_id = %s"
@@ -249,14 +251,65 @@ def _require_contracts_kept(db, conn, run_id: str, summary: dict) -> list:
         (alerted,) = cur.fetchone()
         results = enforcement.check_published(db, cur, products, relation=transform.audit_relation,
                                               dbt_tests=summary["test_results"])
-        quality.store(cur, run_id, PIPELINE, results)
+        quality.store(cur, run_id, pipeline, results)
     broken = [r for r in results if r.blocking]
     if broken:
         if not alerted:
-            alerts.send_contract_alert(PIPELINE, run_id, broken, list(products))
+            alerts.send_contract_alert(pipeline, run_id, broken, list(products))
         raise QualityGateFailed("not publishing the marts: they break their contracts: "
                                 + "; ".join(enforcement.violations(broken)))
     return results
+
+
+def build_and_publish(model: str, run_id: str, pipeline: str) -> dict:
+    """Write-audit-publish of one mart, for a data product's own pipeline (``new-product``
+    writes one): under the marts' build lease, so that no warehouse_elt build shares the audit
+    schema, ``dbt build`` of ``model`` and what it is built from, the mart into ``marts__audit``;
+    every test result stored; the products that declare it held to their contracts there; only
+    then the mart swapped into ``marts``. When anything fails the published mart stays as it was
+    (and the audit one for inspection). Nothing is published while a loaded file version has not
+    passed the raw gate, as for warehouse_elt. Returns the build's summary, with ``published``."""
+    db = warehouse.backend()
+    target = transform.run_target_path(run_id)
+    with db.connection() as conn:
+        db.migrate(conn)
+        _require_gate_passed(db, conn)
+        _take_lease(db, conn, run_id)
+        try:
+            shutil.rmtree(target, ignore_errors=True)
+            summary = _build_model(db, conn, model, run_id, pipeline, target)
+            products = [p for p in contracts.load_products() if model in p.dbt_models]
+            results = _require_contracts_kept(db, conn, run_id, summary, pipeline, products)
+            _require_gate_passed(db, conn)
+            transform.publish()
+            with db.transaction(conn) as cur:
+                runs.record_run(cur, run_id=run_id, pipeline=pipeline, status="success")
+        finally:
+            _give_up_lease(db, conn, run_id)
+            shutil.rmtree(target, ignore_errors=True)
+    log.info("%s: marts.%s published after %d dbt tests passed", pipeline, model, summary["tests"])
+    return {**{k: v for k, v in summary.items() if k != "test_results"},
+            "quality": quality.summary(results), "published": True}
+
+
+def _build_model(db, conn, model: str, run_id: str, pipeline: str, target: Path) -> dict:
+    """``dbt build`` of ``+model`` for write-audit-publish, its test results stored; raises when
+    it did not pass. Then the views that depend on the views it rebuilt are built again: rebuilding
+    a view drops the views on it (cascade) on PostgreSQL."""
+    try:
+        # cautious: only the tests of what is built (not a relationships test of another mart).
+        transform.run_dbt("build", "--select", f"+{model}", "--indirect-selection", "cautious",
+                          *transform.build_args(), target_path=target)
+    finally:
+        summary = transform.summary(target) if (target / "run_results.json").exists() else None
+        if summary is not None:
+            _store_tests(db, conn, run_id, summary, pipeline)
+    views = transform.built_views(target)
+    if views:
+        with tempfile.TemporaryDirectory(prefix="dbt-target-", dir=config.work_dir()) as other:
+            transform.run_dbt("run", "--select", *(f"{v}+,config.materialized:view" for v in views),
+                              "--exclude", f"+{model}", target_path=Path(other))
+    return summary
 
 
 def store_failed_build(run_id: str) -> int:
@@ -289,10 +342,11 @@ def _record_success(db, conn, run_id: str) -> None:
                         rows_fetched=fetched, rows_loaded=loaded, rows_rejected=rejected)
 
 
-def _store_tests(db, conn, run_id: str, summary: dict) -> list[quality.QualityResult]:
+def _store_tests(db, conn, run_id: str, summary: dict,
+                 pipeline: str = PIPELINE) -> list[quality.QualityResult]:
     results = quality.dbt_test_results(summary["test_results"], conn)
     with db.transaction(conn) as cur:
-        quality.store(cur, run_id, PIPELINE, results)
+        quality.store(cur, run_id, pipeline, results)
     return results
 
 

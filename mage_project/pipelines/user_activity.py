@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 
-from mage_project import config, warehouse
+from mage_project import alerts, config, enforcement, quality, warehouse
 from mage_project.entities import USER_ACTIVITY as ENTITY
 from mage_project.faults import failpoint
 from mage_project.landing import LandingZone
@@ -188,10 +188,18 @@ def load(validated: dict) -> dict:
     with db.connection() as conn:
         db.migrate(conn)
         db.prepare_upsert(conn, ENTITY)  # Snowflake: its DDL commits, so before the transaction
-        with db.transaction(conn) as cur:
-            db.acquire_run_lock(cur, PIPELINE, config.run_lock_timeout_seconds())
-            _write_run(db, cur, validated, summary)
-            failpoint("before_commit")
+        try:
+            with db.transaction(conn) as cur:
+                db.acquire_run_lock(cur, PIPELINE, config.run_lock_timeout_seconds())
+                _write_run(db, cur, validated, summary)
+                failpoint("before_commit")
+        except enforcement.ContractBroken as exc:
+            # Nothing of the run was kept (rows, rejects, watermark): the next run loads the
+            # window again. The checks say why; the owning domain is told.
+            with db.transaction(conn) as cur:
+                quality.store(cur, validated["run_id"], PIPELINE, exc.results)
+            alerts.send_contract_alert(PIPELINE, validated["run_id"], exc.broken, [exc.product], "loaded")
+            raise
     failpoint("after_commit")
     summary["load_seconds"] = round(time.monotonic() - t0, 3)
     shutil.rmtree(_run_dir(validated["run_id"]), ignore_errors=True)
@@ -226,6 +234,9 @@ def _write_run(db, cur, validated: dict, summary: dict) -> None:
     staged, distinct, changed = db.load_rows(
         cur, ENTITY, run_id, files,
         new_window=not window_loaded_before(cur, PIPELINE, window.start, window.end))
+    # The rows this run wrote held to raw.user_activity's contract: ContractBroken rolls it back.
+    checks = enforcement.check_loaded(db, cur, ENTITY.qualified_name, "_run_id = %s", (run_id,))
+    quality.store(cur, run_id, PIPELINE, checks)
     # Rejects count once per distinct record: the same JSON twice in a run is a duplicate.
     rejected, rejects_new = db.insert_rejects(
         cur, ENTITY, [Path(item["rejects_path"]) for item in validated["validated"]]

@@ -121,7 +121,7 @@ def test_a_frozen_entity_fails_the_run_naming_the_field_and_loads_nothing(wareho
     from mage_project.pipelines import user_activity
     from mage_project.validation import SchemaFrozen
 
-    frozen = replace(user_activity.ENTITY, drift=replace(user_activity.ENTITY.drift,
+    frozen = replace(user_activity.ENTITY, drift=replace(user_activity.ENTITY.drift_policy,
                                                          unknown_field="freeze"))
     monkeypatch.setattr(user_activity, "ENTITY", frozen)
     hostile_api([GOOD, {**GOOD, "event_id": "e2", "utm_source": "x"}])

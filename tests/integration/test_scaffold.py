@@ -1,6 +1,7 @@
 """python -m mage_project new-product, in a copy of the project (a git repository of its own):
-what it writes passes check, its own tests pass and its pipeline runs through Mage on the
-embedded defaults; a name already taken is refused, exit 2, nothing touched."""
+what it writes passes check, its own tests and the project's unit tests pass, and its pipeline
+runs through Mage on the embedded defaults, publishing by write-audit-publish; a name already
+taken is refused, exit 2, nothing touched."""
 
 from __future__ import annotations
 
@@ -8,19 +9,16 @@ import os
 import shutil
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import query
 
 from mage_project import contracts
 
 ROOT = Path(__file__).resolve().parents[2]
-FOLDERS = ("contracts", "pipelines", "data_loaders", "transformers", "data_exporters", "sensors",
-           "callbacks", "conditionals", "dbt", "mage_project", "tests")
-FILES = ("metadata.yaml", "io_config.yaml", ".secrets.baseline", "pyproject.toml", ".env.example",
-         ".gitignore")
-IGNORED = shutil.ignore_patterns("__pycache__", "target", "logs", "*.pyc")
 MARTS_YAML = "dbt/warehouse/models/marts/_marts.yml"
 WRITTEN = ["contracts/product/activity_events.yaml", "dbt/warehouse/models/marts/activity_events.sql",
            "pipelines/activity_events/metadata.yaml",
@@ -42,11 +40,14 @@ def cli(root: Path, *args: str, timeout: float = 300) -> subprocess.CompletedPro
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
+    """The project as a domain team's clone of it holds it: every file git tracks or would (the
+    working tree's, so a change not yet committed is tested too)."""
     root = tmp_path_factory.mktemp("scaffold") / "project"
-    for name in FOLDERS:
-        shutil.copytree(ROOT / name, root / name, ignore=IGNORED)
-    for name in FILES:
-        shutil.copy(ROOT / name, root / name)
+    listed = git(ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    for name in filter(None, listed.split("\0")):
+        if (ROOT / name).is_file():  # not one deleted in the working tree
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, root / name)
     git(root, "init", "--quiet", "--initial-branch", "main")
     git(root, "add", "--all")
     git(root, "commit", "--quiet", "-m", "the project")
@@ -140,7 +141,10 @@ def test_a_name_taken_is_refused_and_nothing_is_touched(project, generated):
 
 def test_a_bad_name_or_source_is_refused_without_writing(project, generated):
     for args, message in (
-            (("Product", "x"), "error: domain 'Product' is not a lower-case name ([a-z][a-z0-9_]*)\n"),
+            (("Product", "x"),
+             "error: domain 'Product' is not a lower-case name ([a-z][a-z0-9_]*, at most 63 characters)\n"),
+            (("product", "x" * 64),
+             f"error: name {'x' * 64!r} is not a lower-case name ([a-z][a-z0-9_]*, at most 63 characters)\n"),
             (("product", "x", "--from", "raw.nothing"),
              "error: --from raw.nothing: no contract declares the table raw.nothing\n"),
             (("product", "x", "--from", "no_model"),
@@ -165,15 +169,68 @@ def test_a_product_of_a_new_domain_from_a_dbt_model_leaves_pii_out_and_passes_ch
     assert (checked.returncode, checked.stdout) == (0, ""), checked.stdout + checked.stderr[-2000:]
 
 
-def test_the_generated_pipeline_fails_when_the_built_mart_breaks_its_contract(project, generated):
+def test_a_build_that_breaks_the_contract_is_not_published_and_the_previous_mart_stays(
+        project, generated, warehouse):
+    """The product's pipeline publishes by write-audit-publish: a build that breaks the contract
+    stays in marts__audit, the published mart keeps the previous build, and every check is in
+    ops.quality_results under the product's pipeline."""
+    assert cli(project, "run", "activity_events").returncode == 0  # migrations; an empty mart
+    with warehouse.cursor() as cur:
+        cur.execute("insert into raw.user_activity (event_id, user_id, event_type, occurred_at,"
+                    " amount, _run_id, _source_file) values ('e1', 7, 'purchase',"
+                    " '2026-12-01 10:00:00+00', 12.50, 'test', 'test')")
+    assert cli(project, "run", "activity_events").returncode == 0
+    published = "select event_id, user_id, event_type, amount from marts.activity_events"
+    assert query(warehouse, published) == [("e1", 7, "purchase", Decimal("12.50"))]
+
     path = project / WRITTEN[0]
     text = path.read_text()
     assert text.count("- name: event_type\n") == 1
     path.write_text(text.replace("- name: event_type\n", "- name: event_kind\n"))
-    result = cli(project, "run", "activity_events")
+    try:
+        result = cli(project, "run", "activity_events")
+    finally:
+        path.write_text(text)
     assert result.returncode == 1, result.stderr[-4000:]
     [line] = [line for line in result.stderr.splitlines() if line.startswith("activity_events run ")]
     assert line.endswith(
-        " failed: RuntimeError: activity_events breaks its contract: product/activity_events "
-        "marts.activity_events: schema: column event_kind is missing (renamed or removed?); column "
-        "event_type is not in the contract")
+        " failed: QualityGateFailed: not publishing the marts: they break their contracts: "
+        "product/activity_events marts.activity_events: schema: column event_kind is missing "
+        "(renamed or removed?); column event_type is not in the contract")
+    assert query(warehouse, published) == [("e1", 7, "purchase", Decimal("12.50"))]
+    assert query(warehouse, "select count(*) from marts__audit.activity_events") == [(1,)]
+    assert query(warehouse, "select pipeline, check_kind, check_name, table_name, count(*)"
+                            " from ops.quality_results where passed = false"
+                            " group by 1, 2, 3, 4") == [
+        ("activity_events", "contract", "contract_schema", "marts.activity_events", 1)]
+    assert query(warehouse, "select status, count(*) from ops.pipeline_runs"
+                            " where pipeline = 'activity_events' group by 1 order by 1") == [
+        ("failed", 1), ("success", 2)]
+
+
+def test_a_products_build_leaves_the_views_on_what_it_rebuilt_in_place(project, generated, warehouse):
+    """customer_signups is built from stg_crm__customers, which int_campaign_signups__daily (a
+    view of warehouse_elt's) reads: rebuilding the staging view drops the views on it (cascade),
+    so the product's build builds them again."""
+    first = cli(project, "run", "customer_signups")  # the migrations, and the mart
+    assert first.returncode == 0, first.stderr[-6000:]
+    built = cli(project, "dbt", "run", "--select", "path:models/staging path:models/intermediate")
+    assert built.returncode == 0, built.stdout[-3000:]
+    view = "select to_regclass('intermediate.int_campaign_signups__daily') is not null"
+    assert query(warehouse, view) == [(True,)]
+    result = cli(project, "run", "customer_signups")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert query(warehouse, view) == [(True,)]
+    assert query(warehouse, "select count(*) from marts.customer_signups") == [(0,)]
+
+
+def test_the_projects_unit_tests_pass_with_the_new_products(project, generated):
+    """Nothing in the project's own tests holds it to today's products only: with the two
+    products new-product wrote beside them, every unit test (project integrity, the contracts,
+    the catalogue, check and its rules) passes in the copy."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+                             "tests/unit"], cwd=project, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert [p.key for p in contracts.load_products(project)] == [
+        "finance/revenue", "growth/customer_signups", "marketing/campaign_performance",
+        "platform/file_drops", "product/activity_events", "product/user_activity"]

@@ -193,7 +193,7 @@ def test_every_row_of_any_file_ends_valid_or_rejected_with_a_reason(drop):
         for name in drop.entity.column_names:
             expected = source.get(name, "")
             # discard_value may load NULL (an empty field) for a value of the wrong type.
-            assert v[name] == expected or (v[name] == "" and drop.entity.drift.wrong_type ==
+            assert v[name] == expected or (v[name] == "" and drop.entity.drift_policy.wrong_type ==
                                            "discard_value"), (name, v, source)
     rejected = {int(r["row_number"]) for r in rejects}
     for number, fields in enumerate(drop.rows, 1):
@@ -324,7 +324,7 @@ SHAPES = {
     "extra column": lambda d: "extra" in d.header,
     "missing column": lambda d: len(set(d.header) - {"extra"}) < len(d.entity.columns),
     "no rows": lambda d: not d.rows,
-    "freeze": lambda d: "freeze" in (d.entity.drift.unknown_field, d.entity.drift.wrong_type),
+    "freeze": lambda d: "freeze" in (d.entity.drift_policy.unknown_field, d.entity.drift_policy.wrong_type),
 }
 
 

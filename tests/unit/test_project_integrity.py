@@ -25,7 +25,8 @@ def pipeline(name: str) -> dict:
 
 
 def test_there_are_pipelines():
-    assert PIPELINES == ["user_activity_ingest", "warehouse_elt"]
+    # At least the project's own; a product new-product writes brings its pipeline.
+    assert {"user_activity_ingest", "warehouse_elt"} <= set(PIPELINES)
 
 
 @pytest.mark.parametrize("name", PIPELINES)

@@ -167,7 +167,7 @@ def test_default_policy_loads_unknown_fields_and_missing_optional_ones_counting_
 
 @pytest.mark.parametrize("kind", ["unknown_field", "missing_field", "wrong_type"])
 def test_freeze_fails_naming_the_field(tmp_path, kind):
-    entity = replace(USER_ACTIVITY, drift=replace(USER_ACTIVITY.drift, **{kind: "freeze"}))
+    entity = replace(USER_ACTIVITY, drift=replace(USER_ACTIVITY.drift_policy, **{kind: "freeze"}))
     record = {"unknown_field": {**GOOD, "utm": "x"},
               "missing_field": {k: v for k, v in GOOD.items() if k != "page_url"},
               "wrong_type": {**GOOD, "amount": "1.00"}}[kind]
