@@ -137,5 +137,8 @@ def serve_jobs(queue: mp.Queue, size: int, job_dict, redis_client, client_id: st
             worker.kill()
         else:
             job_dict[job[0]] = worker.pid
+            # A quick job can be over before its pid is noted: the pid would hide its COMPLETED.
+            if not worker.is_alive() and job_dict.get(job[0]) == worker.pid:
+                job_dict[job[0]] = JobStatus.COMPLETED
         workers.append(worker)
 

@@ -82,7 +82,9 @@ def test_mage_0_9_80_queue_has_the_race_this_module_fixes(tmp_path):
             assert not q.has_job("block_run_1")  # queued, yet "no such job": run again
             q.worker_pool_proc.join(30)
             assert not q.is_worker_pool_alive()  # the pool found the queue empty and left
-        assert q.has_job("block_run_1")  # now in the pipe: skip enqueue, start no pool
+        # Released, the feeder writes it to the pipe (a moment later): then it is "queued" again,
+        # so the next enqueue skips it and starts no pool.
+        assert wait_for(lambda: q.has_job("block_run_1"))
         q.enqueue("block_run_1", record, str(tmp_path / "job"))
         assert not q.is_worker_pool_alive() and runs(tmp_path / "job") == 0
 
