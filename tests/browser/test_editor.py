@@ -739,6 +739,13 @@ def test_running_the_elt_loader_loads_each_landed_file_once(page, editor):
     assert query(editor, "select file_key, version, status, rows_total, rows_loaded, run_id"
                          " from ops.file_manifest order by file_key collate \"C\"") == [
         (key, 1, "loaded", len(rows), len(rows), summary["run_id"]) for key, rows in landed.items()]
+    # Each file's rows were held to its raw table's contract in its load (columns, required and
+    # unique: mage_project.enforcement.check_loaded), every check stored with the load's run.
+    columns = {prefix: contracts.raw_table(entity.qualified_name)[1].columns
+               for prefix, entity in FILE_ENTITIES.items()}
+    loads = sum(1 + sum(c.required + c.unique for c in columns[key.rsplit("/", 2)[0]]) for key in landed)
+    assert query(editor, "select check_kind, count(*), bool_and(passed) from ops.quality_results"
+                         " where run_id = %s group by 1", (summary["run_id"],)) == [("contract", loads, True)]
 
 
 def test_running_the_quality_gate_passes_every_expectation(page, editor):
