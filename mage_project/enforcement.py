@@ -12,6 +12,9 @@ contract promises (``mage_project.contracts``):
   (``validValues``) and ``rowCount``, and ``custom`` rules of engine ``dbt`` (the dbt test of that
   name must have run in the build and passed).
 
+At load time (``check_loaded``) the rows a load wrote to a raw table, in its transaction, are
+held to the same ``schema``, ``required`` and ``unique`` promises of the table's contract.
+
 Each check is a ``quality.QualityResult`` of kind ``contract`` (stored in ``ops.quality_results``
 with the others); ``observed`` names the product, table, column and rule. Plain SQL with ``%s``
 parameters and unquoted lower-case names, as ``mage_project.quality``: the same on both
