@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from mage_project.contracts import (
     LINEAGE_COLUMNS,
     PUBLISHED_SCHEMAS,
-    RAW_SCHEMAS,
     Product,
     QualityRule,
     Table,
@@ -141,8 +140,9 @@ def check_table(db, cur, product: Product, table: Table, where: str,
             results.append(check.result("unique", column.name, duplicates == 0,
                                         f"{duplicates} value(s) more than once in a unique column",
                                         duplicates=duplicates))
-        if column.classification == "pii" and (column.masking or table.schema not in RAW_SCHEMAS):
-            # A raw table may hold pii in clear (its contract says so); a published one never.
+        if column.masking:
+            # A pii column declared hashed (a published one always is: the contract refuses it
+            # otherwise; a raw one may hold pii in clear, its contract says so).
             results.append(_masking(check, cur, rows, column.name, column.masking))
     if rules:
         results += [_rule(check, cur, rows, rule, dbt_tests) for rule in table.quality]
@@ -203,9 +203,7 @@ def _duplicates(cur, rows: Rows, columns: list[str]) -> int:
                        f" where {not_null} group by {names} having count(*) > 1) as repeated", rows.params)
 
 
-def _masking(check: _Checker, cur, rows: Rows, column: str, masking: str | None) -> QualityResult:
-    if masking is None:  # the contract refuses this for a published table; a raw one may hold it
-        return check.result("masking", column, None, "pii held in clear (no masking declared)")
+def _masking(check: _Checker, cur, rows: Rows, column: str, masking: str) -> QualityResult:
     length, column = HASH_LENGTH[masking], identifier(column)
     clear = rows.count(cur, f"{column} is not null and (length({column}) <> %s or"
                             f" translate(lower({column}), '0123456789abcdef', '') <> '')", (length,))

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mage_project import contracts
-from mage_project.contracts import DRIFT_MODES
+from mage_project.contracts import DRIFT_MODES, raw_table
 
 
 @dataclass(frozen=True)
@@ -20,8 +19,6 @@ class Column:
     kind: str  # which validator checks the field: see mage_project.validation.PARSERS
     required: bool = False
     allowed: tuple[str, ...] = ()  # for kind "enum"
-
-
 
 
 @dataclass(frozen=True)
@@ -128,7 +125,7 @@ class Entity:
         """What a load does with drift: ``drift`` when set, else the contract's ``schemaDrift``."""
         if self.drift is not None:
             return self.drift
-        return DriftPolicy(**contracts.raw_table(self.qualified_name)[1].drift)
+        return DriftPolicy(**raw_table(self.qualified_name)[1].drift)
 
     @property
     def column_names(self) -> list[str]:
