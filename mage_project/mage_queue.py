@@ -17,9 +17,11 @@ Here the shared dict is the truth. A ``queued`` job is waiting until the pool, t
 of the queue, takes it and records the pid of the worker it started for it; a pool exits only
 when no worker runs and no job is queued; a job queued while no pool lives (one that was
 exiting as it arrived, or one that was killed) gets a new pool at the next ``has_job``, which
-the scheduler asks of every queued block run on each tick. Mage's own statuses, kill and stop
-are unchanged. The project's Mage launcher (``python -m mage_project.mage_cli``) makes Mage's
-queue factory build this queue.
+the scheduler asks of every queued block run on each tick, and reads the queue under a new
+lock, since a pool killed while it waited on the queue died holding the old one. Mage's own
+statuses and kill are unchanged; ``stop`` drains the queue without Mage's AttributeError.
+The project's Mage launcher (``python -m mage_project.mage_cli``) makes Mage's queue factory
+build this queue.
 """
 
 from __future__ import annotations
@@ -83,9 +85,30 @@ class ProcessQueue(process_queue.ProcessQueue):
         )
         self.worker_pool_proc.start()
 
+    def stop(self) -> None:
+        """Mage's ``stop``, whose drain catches ``queue.Empty`` (Mage's names ``self.queue.Empty``,
+        which does not exist, so a drain that lost the race with the pool raised AttributeError)."""
+        self.status = QueueStatus.INACTIVE
+        while not self.queue.empty():
+            try:
+                self.queue.get_nowait()
+            except queue_module.Empty:
+                break
+        for job_id in list(self.job_dict.keys()):
+            if isinstance(self.job_dict.get(job_id), int):
+                self.kill_job(job_id)
+            self.job_dict.pop(job_id, None)
+
     def _ensure_pool(self) -> None:
-        if not self.is_worker_pool_alive():
-            self.start_worker_pool()
+        if self.is_worker_pool_alive():
+            return
+        if self.worker_pool_proc is not None:
+            # A pool killed while it waited on the queue (most of its life) died holding the
+            # queue's read lock, which no one would ever release: every later pool would wait on
+            # it, and each queued run with it. The pool is the queue's one reader and it is
+            # dead, so the next pool reads under a new lock.
+            self.queue._rlock = mp.Lock()
+        self.start_worker_pool()
 
     def _jobs_waiting(self) -> bool:
         """Whether a job was put and not yet taken: ``qsize()`` counts at ``put``, unlike
@@ -141,4 +164,3 @@ def serve_jobs(queue: mp.Queue, size: int, job_dict, redis_client, client_id: st
             if not worker.is_alive() and job_dict.get(job[0]) == worker.pid:
                 job_dict[job[0]] = JobStatus.COMPLETED
         workers.append(worker)
-

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 from mage_ai.orchestration.queue.config import QueueConfig
-from mage_ai.orchestration.queue.process_queue import JobStatus
+from mage_ai.orchestration.queue.process_queue import JobStatus, QueueStatus
 from mage_ai.orchestration.queue.process_queue import ProcessQueue as MageProcessQueue
 
 from mage_project import mage_cli
@@ -104,19 +104,46 @@ def test_a_job_put_before_the_feeder_wrote_it_runs_once(tmp_path):
         assert not q.is_worker_pool_alive()  # nothing left queued or running: it exits
 
 
-def test_a_job_queued_while_no_pool_lives_gets_one(tmp_path):
+def holds_the_read_lock(q) -> bool:
+    """Whether another process (the pool, waiting on the queue) holds the queue's read lock."""
+    if q.queue._rlock.acquire(False):
+        q.queue._rlock.release()
+        return False
+    return True
+
+
+@pytest.mark.parametrize("waiting", [False, True], ids=["as-it-started", "waiting-on-the-queue"])
+def test_a_job_queued_while_no_pool_lives_gets_one(tmp_path, waiting):
     """The pool was killed (or was exiting as the job came): the scheduler's next look at the
-    queued block run starts one, and the job runs."""
+    queued block run starts one, and the job runs. Killed while it waited on the queue, the
+    pool died holding the queue's read lock (what a loaded CI machine once hit)."""
     job = tmp_path / "job"
     with started(ProcessQueue) as q:
         with feeder_stalled(q):
             q.enqueue("block_run_1", record, str(job))
+            assert not waiting or wait_for(lambda: holds_the_read_lock(q))
             os.kill(q.worker_pool_proc.pid, signal.SIGKILL)
             q.worker_pool_proc.join(30)
             assert q.has_job("block_run_1") and q.is_worker_pool_alive()
         # The worker notes its run, then marks the job completed: wait for the mark.
         assert wait_for(lambda: q.job_dict.get("block_run_1") == JobStatus.COMPLETED)
         assert runs(job) == 1
+
+
+@pytest.mark.parametrize("kind", [MageProcessQueue, ProcessQueue], ids=["mage", "mage_queue"])
+def test_stop_while_another_reader_holds_the_queue(kind):
+    """Mage's drain names ``self.queue.Empty``, which does not exist: a drain that finds the
+    read lock taken (the pool waiting on the queue) raises AttributeError out of ``stop``."""
+    with started(kind) as q:
+        q.queue.put(["block_run_1", record, (), {}])
+        assert wait_for(lambda: not q.queue.empty())
+        with q.queue._rlock:
+            if kind is MageProcessQueue:
+                with pytest.raises(AttributeError):
+                    q.stop()
+            else:
+                q.stop()
+                assert q.status == QueueStatus.INACTIVE
 
 
 def test_a_queued_job_the_pool_died_holding_is_no_longer_a_job(tmp_path):
@@ -144,8 +171,7 @@ def test_block_runs_the_scheduler_asks_after_on_every_tick_each_run_once(tmp_pat
     jobs = {f"block_run_{n}": tmp_path / f"job{n}" for n in range(12)}
 
     def tick() -> list[str]:
-        queued = [job_id for job_id, path in jobs.items()
-                  if not runs(path) and not q.has_job(job_id)]
+        queued = [job_id for job_id, path in jobs.items() if not runs(path) and not q.has_job(job_id)]
         for job_id in queued:
             q.enqueue(job_id, record, str(jobs[job_id]), 0.2)
         q.clean_up_jobs()
