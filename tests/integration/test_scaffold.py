@@ -25,6 +25,10 @@ WRITTEN = ["contracts/product/activity_events.yaml", "dbt/warehouse/models/marts
            "pipelines/activity_events/triggers.yaml", "data_loaders/build_dbt_activity_events.py",
            "tests/unit/test_activity_events_product.py"]
 
+# The unit tests that read the project's products, contracts, pipelines or layout.
+PROJECT_READING_TESTS = ["ci_templates", "cli", "config", "contracts", "imports", "lint",
+                         "pipeline_metadata", "policy", "project_integrity", "transform"]
+
 
 def git(root: Path, *args: str) -> str:
     return subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args],
@@ -227,9 +231,11 @@ def test_a_products_build_leaves_the_views_on_what_it_rebuilt_in_place(project, 
 def test_the_projects_unit_tests_pass_with_the_new_products(project, generated):
     """Nothing in the project's own tests holds it to today's products only: with the two
     products new-product wrote beside them, every unit test (project integrity, the contracts,
-    the catalogue, check and its rules) passes in the copy."""
+    the catalogue, check and its rules) passes in the copy: those that read the project, not
+    the ones of the library's logic alone (the suite runs them on the project itself)."""
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-                             "tests/unit"], cwd=project, capture_output=True, text=True, timeout=900)
+                             *(f"tests/unit/test_{name}.py" for name in PROJECT_READING_TESTS)],
+                            cwd=project, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:]
     assert [p.key for p in contracts.load_products(project)] == [
         "finance/revenue", "growth/customer_signups", "marketing/campaign_performance",
