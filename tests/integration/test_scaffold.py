@@ -230,9 +230,9 @@ def test_a_products_build_leaves_the_views_on_what_it_rebuilt_in_place(project, 
 
 def test_the_projects_unit_tests_pass_with_the_new_products(project, generated):
     """Nothing in the project's own tests holds it to today's products only: with the two
-    products new-product wrote beside them, every unit test (project integrity, the contracts,
-    the catalogue, check and its rules) passes in the copy: those that read the project, not
-    the ones of the library's logic alone (the suite runs them on the project itself)."""
+    products new-product wrote beside them, each unit test that reads the project (project
+    integrity, the contracts, the catalogue, check and its rules) passes in the copy. Those of
+    the library's logic alone do not change with the products; the suite runs them once."""
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
                              *(f"tests/unit/test_{name}.py" for name in PROJECT_READING_TESTS)],
                             cwd=project, capture_output=True, text=True, timeout=900)
