@@ -55,10 +55,11 @@ def send_failure_alert(pipeline: str, run_id: str | None, error: str, **details)
     return _send(settings, failure_message(pipeline, run_id, error, details), pipeline, run_id)
 
 
-# What a broken contract stopped, as the alert says it: a build's publish or a load.
+# What a broken contract stopped, as the alert says it: a build's publish, a load, or the use of new rows.
 _STOPPED = {
     "published": "The new build breaks the contract, so it was not published; the previous tables stay:",
     "loaded": "The rows of the load break the contract, so none of them were kept; the table is as it was:",
+    "used": "New rows break the contract, so no mart was built on them; the published marts stay:",
 }
 
 
@@ -80,8 +81,7 @@ def contract_message(product: Product, pipeline: str, run_id: str, problems: lis
         _STOPPED[stopped],
         *(f"- {problem}" for problem in problems),
         "",
-        f"Every check of the run is in ops.quality_results (run_id = '{run_id}',"
-        " check_kind = 'contract').",
+        f"Every check of the run is in ops.quality_results (run_id = '{run_id}').",
     ]))
     return msg
 
@@ -90,7 +90,9 @@ def send_contract_alert(pipeline: str, run_id: str, broken: list, products: list
                         stopped: str = "published") -> int:
     """Email each product whose contract the results ``broken`` break to its own alert routes
     (the owning domain's addresses in the contract); ``stopped``: what did not happen, "published"
-    (a build) or "loaded" (a load). Returns how many messages were sent."""
+    (a build), "loaded" (a load) or "used" (loaded rows the raw gate holds back). A result names
+    its product (a contract check's), or is of a table the product declares (an expectation the
+    contract gives the raw gate). Returns how many messages were sent."""
     try:
         settings = config.smtp()
     except config.ConfigError as exc:
@@ -98,7 +100,9 @@ def send_contract_alert(pipeline: str, run_id: str, broken: list, products: list
         return 0
     sent = 0
     for product in products:
-        problems = [r.observed["message"] for r in broken if r.observed.get("product") == product.key]
+        tables = {t.name for t in product.tables}
+        problems = [r.problem for r in broken if (r.observed["product"] == product.key
+                                                  if "product" in r.observed else r.table_name in tables)]
         if not problems:
             continue
         if settings.host is None:

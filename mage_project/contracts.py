@@ -43,6 +43,12 @@ RAW_SCHEMAS = ("raw",)
 DRIFT_KINDS = {"unknownField": "unknown_field", "missingField": "missing_field", "wrongType": "wrong_type"}
 DRIFT_MODES = ("freeze", "discard_row", "discard_value")
 # What a load adds to each raw row (its run, its file): no contract's business.
+# A quality rule of one of these engines (type custom) is a Great Expectations expectation,
+# ``implementation: {type: expect_..., kwargs: {...}}``; on a raw table the raw gate runs it over the
+# rows of the file versions it checks, in chunks: so only one whose rows pass or fail each on
+# their own (a column's or a pair's values, not their uniqueness), without ``mostly``.
+GE_ENGINES = ("great-expectations", "greatExpectations")
+_ROW_WISE_EXPECTATION = re.compile(r"expect_column(_pair)?_values_(?!to_be_unique)(a_)?to_\w+")
 LINEAGE_COLUMNS = ("_run_id", "_loaded_at", "_source_file", "_file_key", "_file_checksum", "_row_number")
 _SCHEMA_DRIFT = {"type": "object", "additionalProperties": False, "required": list(DRIFT_KINDS),
                  "properties": {kind: {"enum": list(DRIFT_MODES)} for kind in DRIFT_KINDS}}
@@ -169,6 +175,34 @@ class QualityRule:
     operator: str | None = None  # mustBe, mustNotBe, mustBeGreaterThan, ... (ODCS's names)
     threshold: object = field(default=None, hash=False)  # the operator's value (a pair: Between)
     engine: str | None = None  # custom rules: the tool that runs them (dbt: a test of that name)
+    implementation: object = field(default=None, hash=False)  # custom rules: what the engine runs
+
+    @property
+    def level(self) -> str:
+        """The check's severity as the results store it: ``warn`` for ODCS's warning (or info)."""
+        return "warn" if self.severity in ("warning", "warn", "info") else "error"
+
+    @property
+    def great_expectation(self) -> tuple[str, dict] | None:
+        """The rule as one row-wise Great Expectations expectation, ``(type, kwargs)``, when it is
+        one: a ``custom`` rule of engine great-expectations (``implementation: {type, kwargs}``), or
+        a library metric that every row must pass (``mustBe: 0``): ``nullValues``, and
+        ``invalidValues`` with ``validValues`` or ``pattern``. None: the warehouse measures it
+        (``sql``, ``rowCount``, ``duplicateValues``, another threshold)."""
+        if self.type == "custom":
+            if self.engine in GE_ENGINES and isinstance(self.implementation, dict):
+                return self.implementation["type"], dict(self.implementation.get("kwargs") or {})
+            return None
+        if self.column is None or self.operator != "mustBe" or self.threshold != 0:
+            return None
+        valid, pattern = self.arguments.get("validValues"), self.arguments.get("pattern")
+        if self.metric == "nullValues":
+            return "expect_column_values_to_not_be_null", {"column": self.column}
+        if self.metric == "invalidValues" and valid and not pattern:
+            return "expect_column_values_to_be_in_set", {"column": self.column, "value_set": list(valid)}
+        if self.metric == "invalidValues" and pattern and not valid:
+            return "expect_column_values_to_match_regex", {"column": self.column, "regex": pattern}
+        return None
 
 
 @dataclass(frozen=True)
@@ -417,6 +451,41 @@ def _drift_problems(document: dict) -> list[tuple[str, str]]:
     return problems
 
 
+def _quality_problems(document: dict) -> list[tuple[str, str]]:
+    """The quality rules the runs cannot check: a Great Expectations rule that is not a row-wise
+    expectation of a raw table (the raw gate is what runs them), and a pattern that not every
+    value must match (a pattern is checked row by row)."""
+    problems = []
+    for t, obj in enumerate(document.get("schema") or []):
+        if not isinstance(obj, dict):
+            continue
+        raw = str(obj.get("physicalName", "")).partition(".")[0] in RAW_SCHEMAS
+        located = [(f"$.schema[{t}].quality[{r}]", rule) for r, rule in enumerate(obj.get("quality") or [])]
+        located += [(f"$.schema[{t}].properties[{c}].quality[{r}]", rule)
+                    for c, prop in enumerate(obj.get("properties") or []) if isinstance(prop, dict)
+                    for r, rule in enumerate(prop.get("quality") or [])]
+        for where, rule in located:
+            if isinstance(rule, dict):
+                problems += [(where, problem) for problem in _rule_problems(rule, raw)]
+    return problems
+
+
+def _rule_problems(rule: dict, raw: bool) -> list[str]:
+    if rule.get("type") == "custom" and rule.get("engine") in GE_ENGINES:
+        implementation = rule.get("implementation")
+        if not raw:
+            return ["a Great Expectations rule is checked on a raw table only (by the raw gate)"]
+        if not (isinstance(implementation, dict) and isinstance(implementation.get("kwargs", {}), dict)
+                and _ROW_WISE_EXPECTATION.fullmatch(str(implementation.get("type")))):
+            return ["implementation must be {type: expect_column_values_to_... or "
+                    "expect_column_pair_values_..., kwargs: {...}}: the raw gate checks it row by row"]
+        if "mostly" in implementation.get("kwargs", {}):
+            return ["kwargs.mostly is not supported: every row must pass (the gate checks in chunks)"]
+    if (rule.get("arguments") or {}).get("pattern") is not None and rule.get("mustBe") != 0:
+        return ["a pattern is checked row by row: every value must match it (mustBe: 0)"]
+    return []
+
+
 OPERATORS = ("mustBe", "mustNotBe", "mustBeGreaterThan", "mustBeGreaterOrEqualTo",
              "mustBeLessThan", "mustBeLessOrEqualTo", "mustBeBetween", "mustNotBeBetween")
 
@@ -429,7 +498,8 @@ def _rule(rule: dict, table: str, column: str | None) -> QualityRule:
                        description=(rule.get("description") or "").strip(),
                        metric=rule.get("metric"), arguments=dict(rule.get("arguments") or {}),
                        query=rule.get("query"), operator=operator,
-                       threshold=rule.get(operator) if operator else None, engine=rule.get("engine"))
+                       threshold=rule.get(operator) if operator else None, engine=rule.get("engine"),
+                       implementation=rule.get("implementation"))
 
 
 def _masking(prop: dict) -> str | None:
@@ -482,7 +552,7 @@ def load_contract(path: Path, root: Path = PROJECT_ROOT) -> Product:
     owner_email, owner_problems = _owner_email(document)
     problems += custom_problems + owner_problems + _sla_problems(document)
     problems += _path_problems(document, relative) + _masking_problems(document)
-    problems += _drift_problems(document)
+    problems += _drift_problems(document) + _quality_problems(document)
     triggers: list[Trigger] = []
     if isinstance(custom.get("pipelines"), list):
         triggers, missing = _triggers(root, custom["pipelines"])

@@ -13,7 +13,10 @@ contract promises (``mage_project.contracts``):
   name must have run in the build and passed).
 
 At load time (``check_loaded``) the rows a load wrote to a raw table, in its transaction, are
-held to the same ``schema``, ``required`` and ``unique`` promises of the table's contract.
+held to the same ``schema``, ``required`` and ``unique`` promises of the table's contract. Its
+quality rules are the raw gate's (``mage_project.pipelines.quality_gates``), over the rows of the
+file versions it checks: those that are Great Expectations (``QualityRule.great_expectation``)
+as the entity's suite, the others here (``check_versions``).
 
 Each check is a ``quality.QualityResult`` of kind ``contract`` (stored in ``ops.quality_results``
 with the others); ``observed`` names the product, table, column and rule. Plain SQL with ``%s``
@@ -35,7 +38,7 @@ from mage_project.contracts import (
     Table,
     raw_table,
 )
-from mage_project.quality import QualityResult, identifier
+from mage_project.quality import FileVersion, QualityResult, identifier
 from mage_project.warehouse.portable import canonical_type
 
 KIND = "contract"
@@ -83,6 +86,16 @@ class Rows:
                            + (f" where {condition}" if condition else ""), self.params + params)
 
 
+    @classmethod
+    def of_versions(cls, where: str, versions: Sequence[tuple[str, str]]) -> Rows:
+        """The rows of the raw table ``where`` from the file versions ``(file key, checksum)``:
+        joined to them, one scan however many there are."""
+        pairs = ", ".join(["(%s, %s)"] * len(versions))
+        return cls(f"(select r.* from {where} as r join (values {pairs}) as v (file_key, checksum)"  # noqa: S608 - identifiers checked, values bound
+                   " on r._file_key = v.file_key and r._file_checksum = v.checksum) as checked",
+                   tuple(value for version in versions for value in version))
+
+
 class ContractBroken(Exception):
     """A load wrote rows that break their raw table's contract: nothing of it is kept (its
     transaction is rolled back); ``results`` are every check of the load, to store."""
@@ -99,14 +112,30 @@ def check_loaded(db, cur, name: str, predicate: str, params: tuple) -> list[Qual
     """Hold the rows a load just wrote to the raw table ``name`` (those of ``predicate``, in the
     load's transaction) to the table's contract: its columns and types, ``required`` and
     ``unique``; raises ``ContractBroken`` when they break it. The contract's quality rules on
-    raw rows are the raw gate's (``quality_gates.check_raw_file_drops``: a bad value stops the
-    marts, it does not hold back the rest of its file). Lineage columns the contract does not
-    declare are not its business."""
+    raw rows are the raw gate's (``check_versions``: a bad value stops the marts, it does not
+    hold back the rest of its file). Lineage columns the contract does not declare are not its
+    business."""
     product, table = raw_table(name)
     results = check_table(db, cur, product, table, name, rows=Rows.of(name, predicate, params),
                           ignored=set(LINEAGE_COLUMNS) - set(table.column_names), rules=False)
     if any(r.blocking for r in results):
         raise ContractBroken(product, results)
+    return results
+
+
+def check_versions(cur, versions: Sequence[FileVersion]) -> list[QualityResult]:
+    """The raw gate's share of the raw tables' contracts: each quality rule of a table that is not
+    one of the Great Expectations the gate runs itself (``Entity.expectations``), measured in the
+    warehouse over the rows of the file ``versions`` it checks."""
+    by_table: dict[str, list[FileVersion]] = {}
+    for version in versions:
+        by_table.setdefault(version.entity.qualified_name, []).append(version)
+    results = []
+    for name, checked in by_table.items():
+        product, table = raw_table(name)
+        rows = Rows.of_versions(name, [(v.file_key, v.checksum) for v in checked])
+        results += [_rule(_Checker(product, table), cur, rows, rule, ())
+                    for rule in table.quality if rule.great_expectation is None]
     return results
 
 
@@ -214,8 +243,7 @@ def _masking(check: _Checker, cur, rows: Rows, column: str, masking: str) -> Qua
 
 def _rule(check: _Checker, cur, rows: Rows, rule: QualityRule,
           dbt_tests: Sequence[dict]) -> QualityResult:
-    severity = "warn" if rule.severity in ("warning", "warn", "info") else "error"
-    base = {"name": rule.name, "severity": severity}
+    base = {"name": rule.name, "severity": rule.level}
     if rule.type == "custom" and rule.engine == "dbt":
         ran = [t for t in dbt_tests if t["name"] == rule.name]
         status = ran[0]["status"] if ran else None

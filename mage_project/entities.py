@@ -1,8 +1,10 @@
 """Entities declared as data: what each source record is, where it lands and how it is written.
 
 One declaration drives the landing file's header, the validation of every record, the
-staging table and the upsert into the raw table, and the quality gate's expectations on the
-raw rows (``mage_project.quality`` runs them with Great Expectations).
+staging table and the upsert into the raw table. What the raw table promises is its contract's
+(``mage_project.contracts``): the columns here are checked against it, and the drift policy and
+the quality gate's expectations on the raw rows (``mage_project.quality`` runs them with Great
+Expectations) are read from it.
 """
 
 from __future__ import annotations
@@ -90,13 +92,6 @@ class Expectation:
         return f"{self.type}({', '.join(columns)})"
 
 
-def not_null(*columns: str) -> tuple[Expectation, ...]:
-    return tuple(Expectation("expect_column_values_to_not_be_null", {"column": c}) for c in columns)
-
-
-# Pair checks compare values; a missing one is what the not-null checks are for.
-EITHER_MISSING = {"ignore_row_if": "either_value_is_missing"}
-
 # A file version that added no row to its table: an empty export is worth a look, not a stop.
 FILE_HAS_ROWS = Expectation("expect_column_values_to_be_between", {"column": "rows", "min_value": 1},
                             severity="warn", scope="files", name="file_versions_have_rows")
@@ -113,7 +108,6 @@ class Entity:
     cursor_field: str | None  # the field windows and watermarks are defined on, if any
     columns: tuple[Column, ...]
     write_mode: str = "upsert"  # later delivery of the same key wins
-    expectations: tuple[Expectation, ...] = ()
     drift: DriftPolicy | None = None  # None: its contract's (set only to try another policy)
 
     @property
@@ -126,6 +120,21 @@ class Entity:
         if self.drift is not None:
             return self.drift
         return DriftPolicy(**raw_table(self.qualified_name)[1].drift)
+
+    @property
+    def expectations(self) -> tuple[Expectation, ...]:
+        """The raw gate's Great Expectations suite, from the table's contract: each ``required``
+        column not null, each quality rule that is a row-wise expectation
+        (``QualityRule.great_expectation``) under the rule's name and level, and ``FILE_HAS_ROWS``.
+        The gate measures the contract's other rules (sql) in the warehouse, over the same rows."""
+        _, table = raw_table(self.qualified_name)
+        suite = [Expectation("expect_column_values_to_not_be_null", {"column": c.name})
+                 for c in table.columns if c.required and c.name in self.column_names]
+        for rule in table.quality:
+            if rule.great_expectation is not None:
+                kind, kwargs = rule.great_expectation
+                suite.append(Expectation(kind, kwargs, severity=rule.level, name=rule.name))
+        return (*suite, FILE_HAS_ROWS)
 
     @property
     def column_names(self) -> list[str]:
@@ -183,24 +192,10 @@ CRM_CUSTOMERS = Entity(
         Column("utm_campaign", "text", "text"),
         Column("updated_at", "timestamptz", "timestamptz", required=True),
     ),
-    # Validation already keeps rows of the wrong type (and the DDL nulls) out of the raw table;
-    # these state what the raw layer promises whatever loaded it, plus what types cannot say.
-    expectations=(
-        *not_null("customer_id", "signup_at", "updated_at"),
-        Expectation("expect_column_values_to_match_regex", {"column": "country", "regex": r"^[A-Z]{2}$"}),
-        Expectation("expect_column_values_to_match_regex",
-                    {"column": "email", "regex": r"^[^@\s]+@[^@\s]+\.[^@\s]+$"}, severity="warn"),
-        # A version stamped before the customer signed up: a clock or export bug at the source.
-        Expectation("expect_column_pair_values_a_to_be_greater_than_b",
-                    {"column_A": "updated_at", "column_B": "signup_at", "or_equal": True,
-                     **EITHER_MISSING},
-                    severity="warn"),
-        FILE_HAS_ROWS,
-    ),
 )
 
+# The loader rejects a row of another status (its contract's payment_status_is_known: checked).
 PAYMENT_STATUSES = ("succeeded", "failed", "refunded")
-MAX_PAYMENT_AMOUNT = 100_000  # USD; a larger single payment is a unit or export error here
 
 BILLING_PAYMENTS = Entity(
     pipeline="warehouse_elt",
@@ -218,21 +213,6 @@ BILLING_PAYMENTS = Entity(
         Column("status", "text", "enum", required=True, allowed=PAYMENT_STATUSES),
         Column("paid_at", "timestamptz", "timestamptz", required=True),
         Column("updated_at", "timestamptz", "timestamptz", required=True),
-    ),
-    expectations=(
-        *not_null("payment_id", "customer_id", "amount", "paid_at"),
-        Expectation("expect_column_values_to_be_in_set",
-                    {"column": "status", "value_set": list(PAYMENT_STATUSES)}),
-        # Revenue marts sum amounts: a zero, negative or implausibly large one stops them.
-        Expectation("expect_column_values_to_be_between",
-                    {"column": "amount", "min_value": 0, "strict_min": True,
-                     "max_value": MAX_PAYMENT_AMOUNT}),
-        # A refund (a later version) stamped before the payment itself.
-        Expectation("expect_column_pair_values_a_to_be_greater_than_b",
-                    {"column_A": "updated_at", "column_B": "paid_at", "or_equal": True,
-                     **EITHER_MISSING},
-                    severity="warn"),
-        FILE_HAS_ROWS,
     ),
 )
 
@@ -252,16 +232,6 @@ MARKETING_AD_SPEND = Entity(
         Column("spend", "numeric(18,2)", "decimal", required=True),
         Column("impressions", "bigint", "count", required=True),
         Column("clicks", "bigint", "count", required=True),
-    ),
-    expectations=(
-        *not_null("date", "campaign", "channel", "spend"),
-        Expectation("expect_column_values_to_be_between", {"column": "spend", "min_value": 0}),
-        # More clicks than impressions: the ad platform's counts are off, the spend still holds.
-        Expectation("expect_column_pair_values_a_to_be_greater_than_b",
-                    {"column_A": "impressions", "column_B": "clicks", "or_equal": True,
-                     **EITHER_MISSING},
-                    severity="warn"),
-        FILE_HAS_ROWS,
     ),
 )
 

@@ -49,7 +49,7 @@ class FileVersion:
 @dataclass(frozen=True)
 class QualityResult:
     check_name: str
-    check_kind: str  # "great_expectations" | "dbt_test"
+    check_kind: str  # "great_expectations" | "dbt_test" | "contract"
     table_name: str
     severity: str  # "error" | "warn"
     passed: bool | None  # None: the check did not run
@@ -60,6 +60,18 @@ class QualityResult:
     def blocking(self) -> bool:
         """Failed at error level: the marts must not be published."""
         return self.passed is False and self.severity == "error"
+
+    @property
+    def problem(self) -> str:
+        """What a failed check found, in a line: a contract check's own message, or an
+        expectation's counts and first failing rows."""
+        o = self.observed
+        if "message" in o:
+            return o["message"]
+        if "unexpected_count" in o:
+            return (f"{self.table_name} {self.check_name}: {o['unexpected_count']} of "
+                    f"{o['element_count']} unexpected, e.g. {(self.failing_sample or [])[:3]}")
+        return f"{self.table_name} {self.check_name}: failed ({o})"
 
     def __str__(self) -> str:
         status = {True: "passed", False: "FAILED", None: "not run"}[self.passed]

@@ -1,9 +1,12 @@
 """warehouse_elt's quality gates: expectations on the raw loads, then write-audit-publish.
 
-1. ``check_raw_file_drops`` runs the entities' Great Expectations suites over every loaded file
-   version the gate has not passed yet (the latest loaded version of each landing file), stores
-   every result in ``ops.quality_results`` and the verdict on each version in
-   ``ops.file_manifest.quality_status``, and raises when an error-level expectation failed. A
+1. ``check_raw_file_drops`` holds every loaded file version the gate has not passed yet (the
+   latest loaded version of each landing file) to its raw table's contract: the Great
+   Expectations suite the contract gives (``Entity.expectations``) and the contract's other
+   quality rules, measured in the warehouse over the same rows (``enforcement.check_versions``).
+   It stores every result in ``ops.quality_results`` and the verdict on each version in
+   ``ops.file_manifest.quality_status``, and raises when an error-level check failed; the owning
+   domain is alerted when new data fails (not again each run while the same versions fail). A
    version that failed is checked again by every run until a new version of its file replaces
    it, so the marts stay as they are until then.
 2. Write-audit-publish of the marts, in three blocks around Mage's own dbt block:
@@ -50,15 +53,16 @@ class QualityGateFailed(RuntimeError):
     """An error-level check failed, or raw data has not passed the gate: nothing is published."""
 
 
-def versions_to_check(cur) -> list[quality.FileVersion]:
-    """The latest loaded version of every landing file, unless the gate passed it already."""
+def versions_to_check(cur, *, new: bool = False) -> list[quality.FileVersion]:
+    """The latest loaded version of every landing file, unless the gate passed it already
+    (``new``: only those it has not checked yet)."""
+    unchecked = "m.quality_status is null" if new else "m.quality_status is distinct from 'passed'"
     cur.execute(
-        "select m.entity, m.file_key, m.checksum from ops.file_manifest as m"
+        "select m.entity, m.file_key, m.checksum from ops.file_manifest as m"  # noqa: S608 - no value in the text
         " join (select file_key, max(version) as version from ops.file_manifest"
         "       where status = 'loaded' group by file_key) as latest"
         " on latest.file_key = m.file_key and latest.version = m.version"
-        " where m.quality_status is distinct from 'passed'"
-        " order by m.entity, m.file_key"
+        f" where {unchecked} order by m.entity, m.file_key"
     )
     return [quality.FileVersion(_ENTITIES[entity], key, checksum)
             for entity, key, checksum in cur.fetchall()]
@@ -74,13 +78,16 @@ def _mark(cur, versions: list[quality.FileVersion], status: str, run_id: str) ->
 
 def check_raw_file_drops(run_id: str) -> dict:
     """The raw-load gate. Returns a summary of the checks; raises QualityGateFailed when an
-    error-level expectation failed (after storing every result)."""
+    error-level check failed (after storing every result and alerting the owners)."""
     db = warehouse.backend()
     with db.connection() as conn:
         db.migrate(conn)
         with db.transaction(conn) as cur:
             versions = versions_to_check(cur)
-        results = quality.run_expectations(conn, versions)
+            # None new: what fails failed before (this run's retry, or no new file since).
+            new = bool(versions_to_check(cur, new=True))
+            results = enforcement.check_versions(cur, versions)
+        results = quality.run_expectations(conn, versions) + results
         conn.rollback()  # end the reading transaction (psycopg2 opens one implicitly)
         failpoint("gate_before_verdict")
         summary = {"run_id": run_id, "file_versions": len(versions), **quality.summary(results)}
@@ -95,19 +102,23 @@ def check_raw_file_drops(run_id: str) -> dict:
              "%d at warn level", PIPELINE, len(versions), summary["checks"],
              len(summary["failed_error"]), len(summary["failed_warn"]))
     if summary["failed_error"]:
-        raise QualityGateFailed(_failure_message(results))
+        blocking = [r for r in results if r.blocking]
+        if new:
+            alerts.send_contract_alert(PIPELINE, run_id, blocking, _owners(blocking), stopped="used")
+        raise QualityGateFailed("\n".join([
+            f"raw quality gate: {len(blocking)} error-level check(s) failed; the marts were not "
+            "rebuilt and stay as they were (details in ops.quality_results)",
+            *(f"- {r.problem}" for r in blocking)]))
     return summary
 
 
-def _failure_message(results: list[quality.QualityResult]) -> str:
-    blocking = [r for r in results if r.blocking]
-    lines = [f"raw quality gate: {len(blocking)} error-level check(s) failed; the marts were not "
-             "rebuilt and stay as they were (details in ops.quality_results)"]
-    for r in blocking:
-        o = r.observed
-        lines.append(f"- {r.table_name} {r.check_name}: {o['unexpected_count']} of "
-                     f"{o['element_count']} unexpected, e.g. {(r.failing_sample or [])[:3]}")
-    return "\n".join(lines)
+def _owners(results: list[quality.QualityResult]) -> list[contracts.Product]:
+    """The products that declare the raw tables of ``results``."""
+    owners = {}
+    for r in results:
+        product, _ = contracts.raw_table(r.table_name)
+        owners[product.key] = product
+    return list(owners.values())
 
 
 def inputs_fingerprint(cur) -> str:

@@ -752,8 +752,12 @@ def test_running_the_quality_gate_passes_every_expectation(page, editor):
     line = run_block(page, GATE, "raw_quality_passed")
     gate = output_record(page, GATE)
     files = len(json.loads(output_record(page, FILE_LOADER)["files"]))
-    # One result per declared expectation of each entity that has files.
-    checks = sum(len(entity.expectations) for entity in FILE_ENTITIES.values())
+    # One result per check the raw contracts give the gate: each entity's expectations, the rules
+    # measured in the warehouse.
+    expectations = sum(len(entity.expectations) for entity in FILE_ENTITIES.values())
+    rules = sum(1 for e in FILE_ENTITIES.values() for r in contracts.raw_table(e.qualified_name)[1].quality
+                if r.great_expectation is None)
+    checks = expectations + rules
     assert {name: gate[name] for name in ("file_versions", "checks", "passed", "stored",
                                           "failed_error", "failed_warn")} == {
         "file_versions": str(files), "checks": str(checks), "passed": str(checks),
@@ -764,8 +768,8 @@ def test_running_the_quality_gate_passes_every_expectation(page, editor):
     save_output(page, GATE, "passed")
 
     assert query(editor, "select check_kind, count(*), bool_and(passed) from ops.quality_results"
-                         " where run_id = %s group by 1", (gate["run_id"],)) == [
-        ("great_expectations", checks, True)]
+                         " where run_id = %s group by 1 order by 1", (gate["run_id"],)) == [
+        ("contract", rules, True), ("great_expectations", expectations, True)]
     assert query(editor, "select quality_status, count(*) from ops.file_manifest group by 1") == [
         ("passed", files)]
 

@@ -73,18 +73,22 @@ def test_a_failing_quality_gate_keeps_the_previous_marts_and_alerts(warehouse, m
     with SmtpSink() as smtp:
         monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
         monkeypatch.setenv("SMTP_PORT", str(smtp.port))
-        monkeypatch.setenv("ALERT_EMAIL_TO", "data-team@example.com")
+        monkeypatch.setenv("ALERT_EMAIL_TO", "oncall@example.com")
         failed = run_cli("run", "warehouse_elt")
-        messages = smtp.wait_for(1)
+        messages = smtp.wait_for(2)
     assert failed.returncode == 1, failed.stdout[-3000:]
     assert marts(warehouse) == before  # row for row
     assert query(warehouse, "select count(*) from raw.billing__payments where payment_id = 'pay_big'"
                  ) == [(1,)]  # loaded, and kept out of the marts
-    (msg,) = messages
-    assert "warehouse_elt failed" in msg["Subject"]
-    body = msg.get_content()
+    # The run's failure to ALERT_EMAIL_TO, the broken contract to the raw tables' owners.
+    by_recipient = {msg["To"]: msg for msg in messages}
+    assert sorted(by_recipient) == ["data-team@example.com", "oncall@example.com"]
+    assert "warehouse_elt failed" in by_recipient["oncall@example.com"]["Subject"]
+    body = by_recipient["oncall@example.com"].get_content()
     assert "raw quality gate: 1 error-level check(s) failed" in body
-    assert "raw.billing__payments expect_column_values_to_be_between(amount): 1 of 1 unexpected" in body
+    problem = "raw.billing__payments payment_amount_is_plausible: 1 of 1 unexpected"
+    assert problem in body and problem in by_recipient["data-team@example.com"].get_content()
+    assert "platform/file_drops: not used" in by_recipient["data-team@example.com"]["Subject"]
     (run_id, error), = query(warehouse, "select run_id, error from ops.pipeline_runs where status = 'failed'")
     assert error.startswith("QualityGateFailed: raw quality gate")
     assert query(warehouse, "select check_kind, passed, failing_sample from ops.quality_results"

@@ -458,6 +458,40 @@ def test_a_drift_policy_the_loads_cannot_follow_is_refused(project, old, new, pa
     assert any(message in text for _, text in raised.value.violations), raised.value.violations
 
 
+AMOUNT_RULE = "kwargs: {column: amount, min_value: 0, strict_min: true, max_value: 100000}"
+MART_RULE = ("        type: sql\n"
+             "        query: select count(*) from {object} where not (paying_customers >= 0)\n"
+             "        mustBe: 0\n")
+
+@pytest.mark.parametrize("old, new, path, message", [
+    ("type: expect_column_values_to_be_between", "type: expect_column_values_to_be_unique", FILE_DROPS,
+     "implementation must be {type: expect_column_values_to_... or expect_column_pair_values_..., "
+     "kwargs: {...}}: the raw gate checks it row by row"),
+    ("type: expect_column_values_to_be_between", "type: expect_table_row_count_to_be_between", FILE_DROPS,
+     "implementation must be {type: expect_column_values_to_..."),
+    (AMOUNT_RULE, AMOUNT_RULE.replace("max_value: 100000", "max_value: 100000, mostly: 0.99"), FILE_DROPS,
+     "kwargs.mostly is not supported: every row must pass (the gate checks in chunks)"),
+    ("pattern: '^[A-Z]{2}$'\n            mustBe: 0", "pattern: '^[A-Z]{2}$'\n            mustBeLessThan: 5",
+     FILE_DROPS, "a pattern is checked row by row: every value must match it (mustBe: 0)"),
+    (MART_RULE, "        type: custom\n        engine: great-expectations\n        implementation: {type: "
+     "expect_column_values_to_be_between, kwargs: {column: paying_customers, min_value: 0}}\n", REVENUE,
+     "a Great Expectations rule is checked on a raw table only (by the raw gate)"),
+], ids=["a uniqueness", "a table expectation", "mostly", "a pattern with a threshold", "on a mart"])
+def test_a_quality_rule_no_run_can_check_is_refused(project, old, new, path, message):
+    edit(project, old, new, path)
+    with pytest.raises(ContractError) as raised:
+        contracts.load_contract(project / path, root=project)
+    assert any(message in text for _, text in raised.value.violations), raised.value.violations
+
+
+@pytest.mark.parametrize("entity", list(entities.FILE_ENTITIES.values()), ids=lambda e: e.table)
+def test_the_loaders_enumerations_are_the_contracts_valid_values(entity):
+    _, table = contracts.raw_table(entity.qualified_name)
+    valid = {r.column: tuple(r.arguments["validValues"]) for r in table.quality
+             if r.metric == "invalidValues" and "validValues" in r.arguments}
+    assert {c.name: c.allowed for c in entity.columns if c.kind == "enum"} == valid
+
+
 def test_personal_data_is_classified_and_stays_out_of_the_marts(products):
     pii = {(t.name, c.name) for p in products.values() for t in p.tables for c in t.columns
            if c.classification == "pii"}

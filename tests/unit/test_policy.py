@@ -356,7 +356,7 @@ def test_removed_enum_value_is_breaking_an_added_one_is_not(committed):
     edit(committed, FILE_DROPS, "validValues: [succeeded, failed, refunded, disputed]",
          "validValues: [succeeded, refunded]")
     assert fired(committed, "DP014", "HEAD") == [
-        f"DP014 {FILE_DROPS}:174: raw.billing__payments column 'status': enumeration lost ['failed'] "
+        f"DP014 {FILE_DROPS}:179: raw.billing__payments column 'status': enumeration lost ['failed'] "
         f"(at HEAD {FILE_DROPS} 1.0.0, now 1.0.0): make the change additive, or raise the contract's "
         "major version"]
 
