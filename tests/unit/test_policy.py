@@ -156,6 +156,17 @@ def test_a_model_column_renamed_in_its_sql_only_fires_dp004(root):
         f"{CAMPAIGNS}, is not in the contract: " + fix("DP004")]
 
 
+def test_the_rename_the_publish_refuses_fires_dp004_before_merge(root):
+    """The change tests/integration/test_contract_enforcement.py's publish refuses at run time
+    (dim_customers' country renamed in its SQL) is found by check first, naming the column."""
+    edit(root, DIM_CUSTOMERS, "customers.country,", "customers.country as country_code,")
+    assert fired(root, "DP004") == [
+        f"DP004 {DIM_CUSTOMERS}: marts.dim_customers column 'country' is not an output of "
+        f"{DIM_CUSTOMERS}: " + fix("DP004"),
+        f"DP004 {DIM_CUSTOMERS}:22: marts.dim_customers column 'country_code', an output of "
+        f"{DIM_CUSTOMERS}, is not in the contract: " + fix("DP004")]
+
+
 def test_a_model_casting_a_column_to_another_type_fires_dp005(root):
     edit(root, CAMPAIGNS, "cast(coalesce(spend.impressions, 0) as bigint)",
          "cast(coalesce(spend.impressions, 0) as integer)")
