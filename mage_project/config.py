@@ -267,8 +267,8 @@ def landing_url() -> str:
     Refuses a URL that cannot mean what its writer meant: an unknown scheme, a ``file://`` URL
     whose path is relative (``file://.data/landing`` reads as host ``.data`` and path
     ``/landing``: it would write to /landing) or on another host, an ``s3://`` URL without a
-    bucket, or a ``?`` or ``#`` (a URL parser takes them as query and fragment, cutting the
-    path short).
+    bucket, a ``?`` or ``#`` (a URL parser takes them as query and fragment, cutting the
+    path short), or a ``.`` or ``..`` segment, also percent-encoded (``%2e%2e``).
     """
     url = _get("LANDING_URL")
     if url is None:
@@ -286,6 +286,9 @@ def landing_url() -> str:
         raise refuse(f"has an unknown scheme {parsed.scheme!r}: use {LANDING_FORMS}")
     if "?" in url or "#" in url:
         raise refuse("has a '?' or '#', which would cut the path short: write them as %3F and %23")
+    # After percent-decoding (as the zone reads it), a '..' would take the root elsewhere.
+    if any(part in (".", "..") for part in unquote(parsed.path).split("/")):
+        raise refuse("has a '.' or '..' segment (after percent-decoding): name the folder itself")
     if scheme == "s3":
         if not parsed.netloc:
             raise refuse("names no bucket: use s3://bucket/prefix")

@@ -6,6 +6,13 @@ S3-compatible stores). Both behave the same: keys are paths relative to the zone
 appears whole or not at all (written under a temporary name and renamed; an S3 PUT is atomic),
 and readers get a local copy to stream from.
 
+Confined to its root: only regular files under it are listed as readable and read. A symbolic
+link (to a file or a folder), any other kind of file (a FIFO, a device), a key that would leave
+the root (a ``..``, ``.`` or empty segment, on S3) and a hidden name (a segment starting with
+``.``) are listed with the reason they are not read (``Entry.refused``), never followed and never
+silently left out; reading one raises ``RefusedKey``. The one exception is the zone's own
+``.<name>.tmp`` of a file being written, which is not there yet.
+
 Files follow PostgreSQL's CSV conventions, so they can be COPY'd as they are: a header row,
 RFC 4180 quoting, an unquoted empty field is NULL and a quoted empty field ("") is an empty
 string.
@@ -14,7 +21,9 @@ string.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -39,11 +48,22 @@ def csv_line(values: Iterable[str | None]) -> str:
 @dataclass(frozen=True)
 class Entry:
     """A file of the zone as a listing sees it: its key, size and a tag that changes whenever
-    the file is written again (the modification time on disk, the ETag on S3)."""
+    the file is written again (the modification time on disk, the ETag on S3); ``refused``: why
+    the zone does not read it (a link, not a regular file, a hidden name, outside the root)."""
 
     key: str
     size: int
     tag: str
+    refused: str | None = None
+
+
+class RefusedKey(ValueError):
+    """A key the zone does not read: a symbolic link on its way, not a regular file."""
+
+
+# The zone's own file being published (FileLandingZone._publish): not there yet.
+_IN_FLIGHT = re.compile(r"\..+\.tmp")
+HIDDEN = "a hidden name (starting with '.'): not read; rename it to load it"
 
 
 @dataclass(frozen=True)
@@ -57,10 +77,22 @@ class LandedFile:
 
 
 def _check_key(key: str) -> str:
-    parts = key.split("/")
-    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+    if _outside(key):
         raise ValueError(f"landing key {key!r} is not a relative path inside the landing zone")
     return key
+
+
+def _outside(key: str) -> bool:
+    return not key or key.startswith("/") or any(p in ("", ".", "..") for p in key.split("/"))
+
+
+def _refusal(key: str) -> str | None:
+    """Why a listed key is not read, from its name alone (a store without links: S3)."""
+    if _outside(key):
+        return "leaves the landing zone's root (a '..', '.' or empty segment): not read"
+    if any(part.startswith(".") for part in key.split("/")):
+        return HIDDEN
+    return None
 
 
 class LandingZone:
@@ -94,7 +126,8 @@ class LandingZone:
         raise NotImplementedError
 
     def list(self, prefix: str = "") -> list[str]:
-        return [entry.key for entry in self.entries(prefix)]
+        """The keys of the files under ``prefix`` that the zone reads."""
+        return [entry.key for entry in self.entries(prefix) if entry.refused is None]
 
     def local_copy(self, key: str, directory: Path) -> Path:
         """A local file with the content of ``key``, to stream from (copied into ``directory``
@@ -159,29 +192,57 @@ class FileLandingZone(LandingZone):
         self.root = Path(unquote(urlparse(url).path)).resolve()
 
     def path(self, key: str) -> Path:
-        return self.root / _check_key(key)
+        """Where ``key`` is, inside the root; ``RefusedKey`` when a symbolic link is on the way
+        (a link to a file or a folder, wherever it points)."""
+        path = self.root / _check_key(key)
+        if path.resolve() != path:
+            raise RefusedKey(f"{key}: a symbolic link is on its path: not followed")
+        return path
+
+    def _regular(self, key: str) -> Path:
+        path = self.path(key)
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise RefusedKey(f"{key}: {_kind(mode)}, not a regular file: not read")
+        return path
 
     def exists(self, key: str) -> bool:
-        return self.path(key).is_file()
+        try:
+            return stat.S_ISREG(os.lstat(self.path(key)).st_mode)
+        except (FileNotFoundError, RefusedKey):
+            return False
 
     def read_bytes(self, key: str) -> bytes:
-        return self.path(key).read_bytes()
+        return self._regular(key).read_bytes()
 
     def entries(self, prefix: str = "") -> list[Entry]:
-        start = self.path(prefix.rstrip("/")) if prefix else self.root
-        if not start.is_dir():
-            return []
-        found = []
-        for path in start.rglob("*"):
-            if path.name.startswith(".") or not path.is_file():
+        wanted = _check_key(prefix.rstrip("/")) if prefix else ""
+        return sorted(self._walk(self.root, wanted), key=lambda e: e.key)
+
+    def _walk(self, folder: Path, wanted: str) -> Iterator[Entry]:
+        """The entries under ``folder`` that are under ``wanted`` (a key prefix), or on the way to
+        it: into real folders only, never through a link."""
+        try:
+            items = list(os.scandir(folder))
+        except FileNotFoundError:
+            return
+        for item in items:
+            key = Path(item.path).relative_to(self.root).as_posix()
+            inside = not wanted or key == wanted or key.startswith(wanted + "/")
+            if not (inside or wanted.startswith(key + "/")) or _IN_FLIGHT.fullmatch(item.name):
                 continue
-            stat = path.stat()
-            found.append(Entry(path.relative_to(self.root).as_posix(), stat.st_size,
-                               str(stat.st_mtime_ns)))
-        return sorted(found, key=lambda e: e.key)
+            info = item.stat(follow_symlinks=False)
+            mode = info.st_mode
+            refused = (HIDDEN if item.name.startswith(".")
+                       else None if stat.S_ISREG(mode) or stat.S_ISDIR(mode)
+                       else f"{_kind(mode)}, not a regular file: not followed or read")
+            if stat.S_ISDIR(mode) and refused is None:
+                yield from self._walk(Path(item.path), wanted)
+            elif inside or refused:
+                yield Entry(key, info.st_size, str(info.st_mtime_ns), refused)
 
     def local_copy(self, key: str, directory: Path) -> Path:
-        return self.path(key)  # already local: read in place
+        return self._regular(key)  # already local: read in place
 
     def _publish(self, local: Path, key: str) -> None:
         final = self.path(key)
@@ -195,6 +256,18 @@ class FileLandingZone(LandingZone):
         except BaseException:
             tmp.unlink(missing_ok=True)  # a disk that filled mid-copy keeps no half of a file
             raise
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if stat.S_ISBLK(mode) or stat.S_ISCHR(mode) else "an unknown kind of file"
 
 
 class S3LandingZone(LandingZone):
@@ -237,8 +310,10 @@ class S3LandingZone(LandingZone):
         for page in self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=wanted
         ):
-            found += [Entry(item["Key"][len(base):], item["Size"], item["ETag"].strip('"'))
-                      for item in page.get("Contents", [])]
+            found += [Entry(item["Key"][len(base):], item["Size"], item["ETag"].strip('"'),
+                            _refusal(item["Key"][len(base):]))
+                      for item in page.get("Contents", [])
+                      if not _IN_FLIGHT.fullmatch(item["Key"].rsplit("/", 1)[-1])]
         return sorted(found, key=lambda e: e.key)
 
     def local_copy(self, key: str, directory: Path) -> Path:

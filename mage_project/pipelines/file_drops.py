@@ -9,8 +9,9 @@ content is loaded as a new version.
 One file's failure never stops the others. What ``ops.file_manifest.status`` then says:
 
 - ``failed``: the file's own content cannot be loaded (``normalize.UnreadableFile``: empty, a
-  bad header, not gzip, a drift policy of ``freeze``...). Alerted; tried again only when the
-  file is rewritten.
+  bad header, not gzip, a drift policy of ``freeze``...), or the file is not one to load (a
+  symbolic link, not a regular file, a hidden name, a key not in the layout: the landing zone's
+  ``RefusedKey``; never read). Alerted; tried again only when the file is rewritten.
 - ``failed`` too: its rows break their raw table's contract (``enforcement.check_loaded``, in
   the load's transaction: nothing of the file is kept); the checks are in ``ops.quality_results``
   and the table's owning domain is alerted.
@@ -36,7 +37,7 @@ from pathlib import Path
 from mage_project import alerts, config, enforcement, quality, warehouse
 from mage_project.entities import FILE_ENTITIES, Entity
 from mage_project.faults import failpoint
-from mage_project.landing import LandingZone
+from mage_project.landing import LandingZone, RefusedKey
 from mage_project.normalize import UnreadableFile, normalize_file, visible
 from mage_project.runs import new_run_id
 
@@ -52,6 +53,7 @@ class DropFile:
     day: str
     size: int = -1
     tag: str = ""
+    refused: str | None = None  # why it is not loaded (the zone's reason, or not in the layout)
 
     @property
     def order(self) -> tuple[str, str]:
@@ -69,12 +71,18 @@ def drop_file(key: str, size: int = -1, tag: str = "") -> DropFile | None:
 
 
 def list_drops(zone: LandingZone) -> list[DropFile]:
-    files = [
-        f
-        for prefix in FILE_ENTITIES
-        for e in zone.entries(prefix)
-        if (f := drop_file(e.key, e.size, e.tag))
-    ]
+    """Every file under an entity's prefix. One the zone does not read (a link, a hidden name,
+    ...) or not in the layout is listed with the reason it is not loaded, to be recorded and
+    reported as such: nothing under a prefix is silently left out."""
+    files = []
+    for prefix, entity in FILE_ENTITIES.items():
+        for e in zone.entries(prefix):
+            drop = drop_file(e.key, e.size, e.tag)
+            if drop is None or e.refused:
+                drop = DropFile(e.key, entity, drop.day if drop else "", e.size, e.tag,
+                                e.refused or f"not in the landing layout {prefix}/<YYYY-MM-DD>/"
+                                "<name>.csv (or .csv.gz): not loaded")
+            files.append(drop)
     return sorted(files, key=lambda f: (f.entity.table, f.order))
 
 
@@ -111,6 +119,8 @@ def load_file(zone: LandingZone, drop: DropFile, run_id: str) -> dict:
     known = {"key": drop.key, "size": drop.size, "checksum": ""}
     work = None
     try:
+        if drop.refused:
+            raise RefusedKey(f"{drop.key}: {drop.refused}")
         work = _work_dir(run_id) / hashlib.sha1(drop.key.encode()).hexdigest()[:16]
         work.mkdir(parents=True, exist_ok=True)
         local = zone.local_copy(drop.key, work)
@@ -123,6 +133,11 @@ def load_file(zone: LandingZone, drop: DropFile, run_id: str) -> dict:
                 result.update(_load_version(db, cur, drop, local, work, run_id, result))
                 failpoint("drops_before_commit")
         failpoint("drops_after_file")
+    except RefusedKey as exc:
+        # The file itself (a link, a hidden name, ...): failed, until it is replaced. Nothing of
+        # what a link points to is read, so nothing of it can reach the manifest or an alert.
+        log.warning("%s not loaded: %s", drop.key, exc)
+        result = _record_not_loaded(drop, run_id, known, "failed", _message_text(str(exc)))
     except enforcement.ContractBroken as exc:
         return _contract_broken(drop, run_id, known, exc)
     except Exception as exc:  # noqa: BLE001 - one file's failure, whatever it is, stops no other

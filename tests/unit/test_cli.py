@@ -50,6 +50,11 @@ API = {"ACTIVITY_API_URL": "https://api.example.com", "ACTIVITY_API_TOKEN": "t0k
      "bad setting: LANDING_URL='ftp://files.example.com/landing' has an unknown scheme 'ftp'"),
     ("warehouse_elt", [], {"LANDING_URL": "s3:///landing"},
      "bad setting: LANDING_URL='s3:///landing' names no bucket"),
+    ("warehouse_elt", [], {"LANDING_URL": "file:///srv/landing/%2e%2e/%2E%2E/etc"},
+     "bad setting: LANDING_URL='file:///srv/landing/%2e%2e/%2E%2E/etc' has a '.' or '..' segment"
+     " (after percent-decoding)"),
+    ("warehouse_elt", [], {"LANDING_URL": "s3://bucket/drops/../other"},
+     "bad setting: LANDING_URL='s3://bucket/drops/../other' has a '.' or '..' segment"),
     ("warehouse_elt", [], {"MARTS_BUILD_LEASE_SECONDS": "30"},
      "bad setting: MARTS_BUILD_LEASE_SECONDS='30' must be at least 60"),
     ("warehouse_elt", [], {"RUN_LOCK_TIMEOUT_SECONDS": "-1"},
