@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, query, run_cli
@@ -123,11 +124,17 @@ def test_scheduled_style_run_without_window_uses_the_execution_date(warehouse, a
     assert loaded_rows(warehouse) == rows
 
 
-def test_editor_starts_on_loopback_with_the_project(warehouse, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_editor_starts_on_loopback_and_a_signal_stops_all_of_it(warehouse, tmp_path, signum):
+    """make editor as a process manager (or Ctrl-C) stops it: the signal to the editor's own
+    process only; within seconds no process of Mage's is left and the port is free again."""
+    import socket
     import time
     import urllib.request
 
     from support import free_port, stop_group
+
+    from mage_project.processes import group_running
 
     port = free_port()
     log = tmp_path / "editor.log"
@@ -147,5 +154,22 @@ def test_editor_starts_on_loopback_with_the_project(warehouse, tmp_path):
                 time.sleep(1)
         assert status == 200, log.read_text()[-3000:]
         assert f"Mage editor: http://127.0.0.1:{port}" in log.read_text()
+        mage = [int(p.name) for p in Path("/proc").glob("[0-9]*")
+                if _parent_of(p) == editor.pid]
+        assert mage, "the editor started no Mage process"
+        os.kill(editor.pid, signum)
+        assert editor.wait(timeout=30) == 0, log.read_text()[-3000:]
+        assert not any(group_running(pid) for pid in mage), "a process of Mage's outlived the editor"
+        with socket.socket() as probe:
+            # Free: nothing listens on it (a server restarting sets SO_REUSEADDR, as Mage does).
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))
     finally:
         stop_group(editor, timeout=60)
+
+
+def _parent_of(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+    except (OSError, ValueError):
+        return None

@@ -48,6 +48,7 @@ import pytest
 from psycopg2 import sql
 from support.file_drops import expected_latest
 
+from mage_project.processes import group_running
 from mage_project.sources.file_drops import write_drops
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -428,18 +429,6 @@ class Run:
             self.proc.poll()
             assert time.monotonic() < deadline, f"process group {self.proc.pid} outlived SIGKILL"
             time.sleep(0.05)
-
-
-def group_running(group: int) -> bool:
-    """Whether a process of the group still runs (zombies do not: PID 1 here may not reap)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, _ppid, pgrp = stat.read_text().rpartition(")")[2].split()[:3]
-        except (OSError, ValueError):
-            continue
-        if int(pgrp) == group and state not in "ZX":
-            return True
-    return False
 
 
 def finished(run: Run, timeout: float = 600) -> Run:

@@ -8,9 +8,6 @@ sink, and stopping a process group. Beside it, code only the tests call:
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import socket
 import subprocess
 import threading
@@ -18,10 +15,10 @@ import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from email import message_from_bytes, policy
-from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
+from mage_project import processes
 from mage_project.sources.activity_simulator import generate_events
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -90,35 +87,9 @@ def free_port() -> int:
 
 def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
     """Stop the process group ``proc`` leads (it was started with ``start_new_session=True``), so
-    what it started stops with it (Mage's scheduler, workers and kernels): SIGTERM to the group,
-    up to ``timeout`` seconds for every process of it to exit, then SIGKILL to those left."""
-    _signal_group(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _group_running(proc.pid) and time.monotonic() < deadline:
-        proc.poll()  # reap the leader
-        time.sleep(0.2)
-    if _group_running(proc.pid):
-        _signal_group(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _signal_group(group: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signum)
-
-
-def _group_running(group: int) -> bool:
-    """Whether a process of the group still runs. Not ``os.killpg(group, 0)``: that also counts
-    zombies, and here PID 1 does not reap the orphans a leader leaves behind."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-            state, _ppid, pgrp = stat.read_text().rpartition(")")[2].split()[:3]
-        except (OSError, ValueError):
-            continue  # it exited while we looked
-        if int(pgrp) == group and state not in "ZX":
-            return True
-    return False
+    what it started stops with it (Mage's scheduler, workers and kernels): the library's
+    ``processes.stop_group``, with the tests' longer grace."""
+    processes.stop_group(proc, grace=timeout)
 
 
 class SmtpSink:
