@@ -20,6 +20,26 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
+_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<kind>:[-?])(?P<word>[^}]*))?\}")
+
+
+class MissingSetting(ValueError):
+    """What ``docker compose`` stops with when a ``${VAR:?message}`` is unset or empty."""
+
+
+def interpolate(value: str, settings: dict[str, str]) -> str:
+    """``value`` as docker compose interpolates it from ``settings`` (the .env): ``${VAR}``,
+    ``${VAR:-default}`` (unset or empty: the default) and ``${VAR:?message}`` (unset or empty:
+    compose refuses to start, with the message)."""
+    def one(match: re.Match) -> str:
+        found = settings.get(match["name"]) or ""
+        if match["kind"] == ":?" and not found:
+            raise MissingSetting(f"required variable {match['name']} is missing a value: {match['word']}")
+        return found or (match["word"] if match["kind"] == ":-" else "")
+
+    return _VARIABLE.sub(one, value)
+
+
 def option(command: list[str], name: str) -> str:
     """The value after ``name`` in a command line (``--port`` -> ``6789``)."""
     assert name in command, f"{command} has no {name}"

@@ -33,7 +33,7 @@ import psycopg2
 import pytest
 import yaml
 from conftest import ROOT, query
-from deployment import CONTAINER_PROJECT, MAGE, compose, dashboard_metrics_by_job, option
+from deployment import CONTAINER_PROJECT, MAGE, compose, dashboard_metrics_by_job, interpolate, option
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg2 import sql
 from support import free_port, stop_group
@@ -98,8 +98,7 @@ def native_environment(service: dict, stand_ins: dict[str, str]) -> dict[str, st
         if name in stand_ins:
             env[name] = stand_ins[name]
         else:
-            assert "${" not in str(value), f"{name}={value} needs a stand-in here"
-            env[name] = str(value)
+            env[name] = interpolate(str(value), DOTENV)  # the settings of .env, as compose does
     return env
 
 
@@ -198,6 +197,7 @@ def test_web_server_serves_this_project_with_login_required(stack):
     status = web.status()
     assert status["repo_path"] == str(ROOT)
     assert status["require_user_authentication"] is True
+    assert status["disable_pipeline_edit_access"] is True  # DISABLE_NOTEBOOK_EDIT_ACCESS=2
     # The web server must not run a second scheduler beside mage-scheduler.
     assert status["scheduler_status"] == "stopped", web.output()
     with pytest.raises(urllib.error.HTTPError) as refused:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deployment import CONTAINER_PROJECT, MAGE, compose, option
+from deployment import CONTAINER_PROJECT, MAGE, MissingSetting, compose, interpolate, option
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = {"data_loader": "data_loaders", "transformer": "transformers",
@@ -153,6 +153,34 @@ def test_docker_compose_refers_to_what_exists():
         if "image" in service:
             tag = service["image"].rpartition(":")[2]
             assert re.fullmatch(r"v?\d+\.\d+(\.\d+)?(-\w+)?", tag), f"{name}: pin {service['image']}"
+
+
+CREDENTIALS = ("DEFAULT_OWNER_EMAIL", "DEFAULT_OWNER_PASSWORD", "JWT_SECRET")
+LOCKED_DOWN = {"REQUIRE_USER_AUTHENTICATION": "1", "REQUIRE_USER_PERMISSIONS": "1", "DISABLE_TERMINAL": "1",
+               "DISABLE_NOTEBOOK_EDIT_ACCESS": "2"}
+
+
+@pytest.mark.parametrize("name", ["mage-web", "mage-scheduler"])
+@pytest.mark.parametrize("missing", CREDENTIALS)
+def test_the_stack_refuses_to_start_without_each_credential(name, missing):
+    """docker compose's ``${VAR:?message}``: no credential falls back to a default (Mage's
+    admin@admin.com / admin, its public JWT constant)."""
+    environment = compose()["services"][name]["environment"]
+    dotenv = {setting: "set" for setting in CREDENTIALS if setting != missing}
+    refusal = f"required variable {missing} is missing a value: set {missing} in .env"
+    with pytest.raises(MissingSetting, match=refusal):
+        interpolate(environment[missing], dotenv)
+
+
+@pytest.mark.parametrize("name", ["mage-web", "mage-scheduler"])
+def test_the_shared_editor_is_locked_down(name):
+    environment = compose()["services"][name]["environment"]
+    given = {setting: f"the {setting}" for setting in CREDENTIALS}
+    interpolated = {k: interpolate(environment[k], given) for k in (*CREDENTIALS, *LOCKED_DOWN)}
+    assert interpolated == {**given, **LOCKED_DOWN}
+    text = (ROOT / "docker-compose.yml").read_text()
+    defaulted = re.findall(r"\$\{([A-Z_]*(?:PASSWORD|SECRET|TOKEN|KEY)[A-Z_]*):-", text)
+    assert defaulted == [], f"credentials with a default: {defaulted}"
 
 
 def test_the_image_installs_the_lock():
