@@ -290,7 +290,7 @@ def test_a_baseline_secret_not_audited_fires_dp015(root):
     baseline["results"]["mage_project/editor.py"][0]["is_secret"] = True
     path.write_text(json.dumps(baseline, indent=2))
     assert fired(root, "DP015") == [
-        "DP015 mage_project/editor.py:24: Secret Keyword in the baseline, not audited as a false "
+        "DP015 mage_project/editor.py:29: Secret Keyword in the baseline, not audited as a false "
         "positive: " + fix("DP015")]
 
 
