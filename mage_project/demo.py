@@ -39,39 +39,50 @@ def main() -> int:
 
 
 def _run_pipelines(run_id: str, start: datetime, end: datetime) -> float | None:
-    """Both pipelines over ``[start, end)``: the seconds user_activity_ingest took, or None
-    (said on stderr) when a run failed."""
-    from mage_project.runner import run_pipeline
+    """Both pipelines over ``[start, end)``, a line each as it starts and ends, their own output
+    in a log file: the seconds user_activity_ingest took, or None (said on stderr, with the log
+    file) when a run failed."""
+    from mage_project.runner import output_to, run_pipeline
     from mage_project.runs import new_run_id
 
     simulated = not os.environ.get("ACTIVITY_API_URL")
+    log = config.data_dir() / "logs" / f"demo-{run_id}.log"
     with activity_api() as url:
-        print(f"activity API: {url}")
-        t0 = time.monotonic()
-        if not _ran(run_pipeline, "user_activity_ingest",
-                    {"run_id": run_id, "window_start": start.isoformat(),
-                     "window_end": end.isoformat()}):
+        print(f"activity API: {url}\nlog (Mage's and dbt's output): {log}")
+        elapsed = _ran(run_pipeline, log, "user_activity_ingest",
+                       {"run_id": run_id, "window_start": start.isoformat(),
+                        "window_end": end.isoformat()})
+        if elapsed is None:
             return None
-        elapsed = time.monotonic() - t0
         if simulated:
             # The other systems' exports for the same days, consistent with the simulator.
             from mage_project.landing import LandingZone
             from mage_project.sources.file_drops import write_drops
 
-            write_drops(LandingZone(config.landing_url()), start.date(), end.date(), **SIMULATOR)
-        if not _ran(run_pipeline, "warehouse_elt",
-                    {"run_id": new_run_id(), "wait_for_files": False}):
+            with output_to(log):
+                write_drops(LandingZone(config.landing_url()), start.date(), end.date(), **SIMULATOR)
+        variables = {"run_id": new_run_id(), "wait_for_files": False}
+        if _ran(run_pipeline, log, "warehouse_elt", variables) is None:
             return None
     return elapsed
 
 
-def _ran(run_pipeline, pipeline: str, variables: dict) -> bool:
+def _ran(run_pipeline, log, pipeline: str, variables: dict) -> float | None:
+    """Run ``pipeline``, its output into ``log``: the seconds it took, or None when it failed."""
+    from mage_project.runner import output_to
+
+    print(f"{pipeline} ...", end=" ", flush=True)
+    t0 = time.monotonic()
     try:
-        run_pipeline(pipeline, variables)
+        with output_to(log):
+            run_pipeline(pipeline, variables)
     except Exception as exc:
-        print(f"demo run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return False
-    return True
+        print("failed", flush=True)
+        print(f"demo run failed: {type(exc).__name__}: {exc}\n(the whole output: {log})", file=sys.stderr)
+        return None
+    elapsed = time.monotonic() - t0
+    print(f"done in {elapsed:.1f} s", flush=True)
+    return elapsed
 
 
 def _print_activity(db, cur, run_id: str, start: datetime, end: datetime, elapsed: float,

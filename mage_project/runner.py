@@ -2,6 +2,7 @@
 ``editor``) stand on. It imports none of them.
 
 - ``prepare_mage_environment``: point Mage at this project before ``mage_ai`` is imported.
+- ``output_to``: a run's output (Mage's log records, dbt's) into a log file.
 - ``run_pipeline``: execute a pipeline's blocks as the scheduler does.
 - ``activity_api``: the configured activity API, or the bundled simulator for a local session.
 """
@@ -11,6 +12,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
 
 from mage_project import config, transform
 
@@ -26,14 +31,51 @@ SIMULATOR = {"seed": 0, "events_per_day": 5000}
 ONCE = {"retries": 0}
 
 
+# Warnings no user of this project can act on, silenced where they are raised.
+_UNACTIONABLE = (
+    # Mage asks scikit-learn whether each block's output is a model; scikit-learn 1.6+ warns for
+    # every value that is not (a dict, a str, None).
+    (DeprecationWarning, r"The following error was raised: .*__sklearn_tags__"),
+    # Jupyter's paths, read when Mage is imported, on a machine without a login session.
+    (Warning, r"XDG_RUNTIME_DIR is not set"),
+)
+
+
 def prepare_mage_environment() -> None:
-    """Point Mage at this project and keep its state in the project's data directory.
+    """Point Mage at this project and keep its state in the project's data directory, and
+    silence what Mage's libraries say that no one can act on (above; and Jupyter's "Message
+    signing is disabled": no kernel messages are signed or sent on the command line).
 
     Must run before ``mage_ai`` is imported: Mage reads these at import time.
     """
     os.environ.setdefault("MAGE_DATA_DIR", str(config.data_dir() / "mage"))
     os.environ.setdefault("MAGE_REPO_PATH", str(config.PROJECT_ROOT))
     os.environ.setdefault("ENV", "prod")
+    for category, message in _UNACTIONABLE:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    logging.getLogger("traitlets").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def output_to(path: Path) -> Iterator[Path]:
+    """Everything this process writes to its stdout and stderr while the block lasts (Mage's log
+    records, dbt's output, the libraries' warnings: file descriptors 1 and 2, whoever holds
+    them) is appended to the log file ``path`` instead."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    try:
+        yield path
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def run_pipeline(pipeline_uuid: str, variables: dict) -> None:
