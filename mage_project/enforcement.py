@@ -85,7 +85,6 @@ class Rows:
         return _count(cur, f"select count(*) from {self.source}"  # noqa: S608 - identifiers checked
                            + (f" where {condition}" if condition else ""), self.params + params)
 
-
     @classmethod
     def of_versions(cls, where: str, versions: Sequence[tuple[str, str]]) -> Rows:
         """The rows of the raw table ``where`` from the file versions ``(file key, checksum)``:
