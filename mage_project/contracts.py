@@ -42,13 +42,13 @@ PUBLISHED_SCHEMAS = ("marts",)
 RAW_SCHEMAS = ("raw",)
 DRIFT_KINDS = {"unknownField": "unknown_field", "missingField": "missing_field", "wrongType": "wrong_type"}
 DRIFT_MODES = ("freeze", "discard_row", "discard_value")
-# What a load adds to each raw row (its run, its file): no contract's business.
 # A quality rule of one of these engines (type custom) is a Great Expectations expectation,
 # ``implementation: {type: expect_..., kwargs: {...}}``; on a raw table the raw gate runs it over the
 # rows of the file versions it checks, in chunks: so only one whose rows pass or fail each on
 # their own (a column's or a pair's values, not their uniqueness), without ``mostly``.
 GE_ENGINES = ("great-expectations", "greatExpectations")
 _ROW_WISE_EXPECTATION = re.compile(r"expect_column(_pair)?_values_(?!to_be_unique)(a_)?to_\w+")
+# What a load adds to each raw row (its run, its file): no contract's business.
 LINEAGE_COLUMNS = ("_run_id", "_loaded_at", "_source_file", "_file_key", "_file_checksum", "_row_number")
 _SCHEMA_DRIFT = {"type": "object", "additionalProperties": False, "required": list(DRIFT_KINDS),
                  "properties": {kind: {"enum": list(DRIFT_MODES)} for kind in DRIFT_KINDS}}
