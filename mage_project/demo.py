@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from mage_project import config, warehouse
-from mage_project.runner import SIMULATOR, activity_api
+from mage_project.runner import SIMULATOR, activity_api, output_to, run_pipeline
 
 MARTS = ("dim_customers", "fct_daily_revenue", "fct_campaign_performance",
          "fct_daily_active_users")
@@ -42,14 +42,13 @@ def _run_pipelines(run_id: str, start: datetime, end: datetime) -> float | None:
     """Both pipelines over ``[start, end)``, a line each as it starts and ends, their own output
     in a log file: the seconds user_activity_ingest took, or None (said on stderr, with the log
     file) when a run failed."""
-    from mage_project.runner import output_to, run_pipeline
     from mage_project.runs import new_run_id
 
     simulated = not os.environ.get("ACTIVITY_API_URL")
     log = config.data_dir() / "logs" / f"demo-{run_id}.log"
     with activity_api() as url:
         print(f"activity API: {url}\nlog (Mage's and dbt's output): {log}")
-        elapsed = _ran(run_pipeline, log, "user_activity_ingest",
+        elapsed = _ran(log, "user_activity_ingest",
                        {"run_id": run_id, "window_start": start.isoformat(),
                         "window_end": end.isoformat()})
         if elapsed is None:
@@ -62,15 +61,13 @@ def _run_pipelines(run_id: str, start: datetime, end: datetime) -> float | None:
             with output_to(log):
                 write_drops(LandingZone(config.landing_url()), start.date(), end.date(), **SIMULATOR)
         variables = {"run_id": new_run_id(), "wait_for_files": False}
-        if _ran(run_pipeline, log, "warehouse_elt", variables) is None:
+        if _ran(log, "warehouse_elt", variables) is None:
             return None
     return elapsed
 
 
-def _ran(run_pipeline, log, pipeline: str, variables: dict) -> float | None:
+def _ran(log, pipeline: str, variables: dict) -> float | None:
     """Run ``pipeline``, its output into ``log``: the seconds it took, or None when it failed."""
-    from mage_project.runner import output_to
-
     print(f"{pipeline} ...", end=" ", flush=True)
     t0 = time.monotonic()
     try:

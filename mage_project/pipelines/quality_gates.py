@@ -40,7 +40,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from mage_project import alerts, config, contracts, enforcement, quality, runs, transform, warehouse
+from mage_project import (
+    alerts,
+    config,
+    contracts,
+    enforcement,
+    processes,
+    quality,
+    runs,
+    transform,
+    warehouse,
+)
 from mage_project.entities import FILE_ENTITIES
 from mage_project.faults import failpoint
 
@@ -53,19 +63,23 @@ class QualityGateFailed(RuntimeError):
     """An error-level check failed, or raw data has not passed the gate: nothing is published."""
 
 
-def versions_to_check(cur, *, new: bool = False) -> list[quality.FileVersion]:
-    """The latest loaded version of every landing file, unless the gate passed it already
-    (``new``: only those it has not checked yet)."""
-    unchecked = "m.quality_status is null" if new else "m.quality_status is distinct from 'passed'"
+def versions_to_check(cur) -> list[quality.FileVersion]:
+    """The latest loaded version of every landing file, unless the gate passed it already."""
+    return [version for version, _checked in _unpassed(cur)]
+
+
+def _unpassed(cur) -> list[tuple[quality.FileVersion, bool]]:
+    """Each version of ``versions_to_check``, and whether the gate checked it before (it failed)."""
     cur.execute(
-        "select m.entity, m.file_key, m.checksum from ops.file_manifest as m"  # noqa: S608 - no value in the text
+        "select m.entity, m.file_key, m.checksum, m.quality_status from ops.file_manifest as m"
         " join (select file_key, max(version) as version from ops.file_manifest"
         "       where status = 'loaded' group by file_key) as latest"
         " on latest.file_key = m.file_key and latest.version = m.version"
-        f" where {unchecked} order by m.entity, m.file_key"
+        " where m.quality_status is distinct from 'passed'"
+        " order by m.entity, m.file_key"
     )
-    return [quality.FileVersion(_ENTITIES[entity], key, checksum)
-            for entity, key, checksum in cur.fetchall()]
+    return [(quality.FileVersion(_ENTITIES[entity], key, checksum), status is not None)
+            for entity, key, checksum, status in cur.fetchall()]
 
 
 def _mark(cur, versions: list[quality.FileVersion], status: str, run_id: str) -> None:
@@ -83,9 +97,10 @@ def check_raw_file_drops(run_id: str) -> dict:
     with db.connection() as conn:
         db.migrate(conn)
         with db.transaction(conn) as cur:
-            versions = versions_to_check(cur)
+            unpassed = _unpassed(cur)
+            versions = [version for version, _checked in unpassed]
             # None new: what fails failed before (this run's retry, or no new file since).
-            new = bool(versions_to_check(cur, new=True))
+            new = not all(checked for _version, checked in unpassed)
             results = enforcement.check_versions(cur, versions)
         results = quality.run_expectations(conn, versions) + results
         conn.rollback()  # end the reading transaction (psycopg2 opens one implicitly)
@@ -539,22 +554,8 @@ def _scheduler_gone(host: str | None, boot: str | None, group: int | None) -> bo
         return False
     if boot.split()[0] != here.split()[0]:
         return True  # the host booted again since: every process of that boot has ended
-    return boot == here and not _group_running(group)
-
-
-def _group_running(group: int) -> bool:
-    """Whether a process of the group runs (a zombie does not: nothing of it runs any more, and
-    a PID 1 that does not reap leaves the orphans of a killed group as zombies). A group id
-    taken again by other processes reads as running: the lease then waits, or expires."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-            state, _ppid, pgrp = stat.read_text().rpartition(")")[2].split()[:3]
-        except (OSError, ValueError):
-            continue  # it ended while we looked
-        if int(pgrp) == group and state not in "ZX":
-            return True
-    return False
+    # A group id taken again by other processes reads as running: the lease then waits, or expires.
+    return boot == here and not processes.group_running(group)
 
 
 def _require_lease(db, conn, run_id: str) -> None:
