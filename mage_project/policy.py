@@ -5,8 +5,9 @@ The platform's rules for a project, as plain Python: one function per rule, all 
 A finding is ``<RULE-ID> <path>[:<line>]: <what is wrong>: <how to fix it>``; ``check`` exits 1
 when any finding is an error. It reads files only: the contracts (through
 ``mage_project.contracts``), the dbt models' YAML and SQL, the migrations, the pipelines'
-metadata.yaml and triggers.yaml, the block files, ``io_config.yaml`` and git (for ``--base``). No
-warehouse, no network, no dbt run (``dbt/warehouse/target/manifest.json`` is not needed).
+metadata.yaml and triggers.yaml, the block files, ``io_config.yaml`` and git (for ``--base``, and the
+commits DP015 scans since the secrets baseline's last change). No warehouse, no network, no dbt run
+(``dbt/warehouse/target/manifest.json`` is not needed).
 
 No pii in clear (DP016) reads the models' SQL, not column names: each model's Jinja is rendered
 here as dbt renders it on PostgreSQL (``ref``, ``source``, the project's own macros), and every
@@ -59,6 +60,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -810,11 +812,204 @@ def _changed_files(project: Project, base: str | None) -> list[str]:
     return sorted({n for n in names if n and n != str(BASELINE) and (project.root / n).is_file()})
 
 
+# One ``git log -p`` of the commits since the baseline's last change, read here: detect-secrets' own
+# scan_diff needs unidiff, which the lock does not hold. -U0: a hunk holds only removed and added lines.
+HISTORY_LOG = ("-c", "core.quotePath=true", "-c", "log.showRoot=true", "log", "-p", "-U0", "-M",
+               "--full-index", "--diff-merges=first-parent", "--relative", "--no-color", "--no-ext-diff",
+               "--no-textconv", "--src-prefix=a/", "--dst-prefix=b/", "--format=commit %H")
+HUNK = re.compile(r"@@ -\d+(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+# The added lines of history scanned, newest commits first: about 0.3 ms a line, 10000 lines some 3 s
+# (the whole history of this repository, 41000 lines, 11 s). Older commits are reported as not scanned
+# until a baseline committed after them covers them.
+HISTORY_LINES = 10000
+HISTORY_NOTE = "removed since, but still in history: rewrite history and rotate the key"
+
+
+def _history_range(root: Path) -> str | None:
+    """``<the last commit to change the baseline>..HEAD`` (the baseline's audit covers what came before),
+    ``HEAD`` (all of history) when no commit holds it; None outside a git work tree or before a commit."""
+    if _git(root, "rev-parse", "--verify", "--quiet", "HEAD").returncode != 0:
+        return None
+    audited = _git(root, "log", "-1", "--format=%H", "HEAD", "--", str(BASELINE)).stdout.strip()
+    return f"{audited}..HEAD" if audited else "HEAD"
+
+
+def _diff_path(header: str) -> str | None:
+    """The path of a ``+++ b/<path>`` line (git C-quotes one with special characters and ends one
+    with a space with a tab); None for ``/dev/null`` (a deleted file)."""
+    name = header[4:].removesuffix("\t")
+    if name.startswith('"'):
+        name = ast.literal_eval("b" + name).decode("utf-8", "surrogateescape")
+    return name[2:] if name.startswith("b/") else None
+
+
+def _added_lines(root: Path, revisions: str) -> dict[str, dict[tuple[str, str], set[int]]]:
+    """commit -> (path, blob) -> the numbers (in that blob) of the lines the commit added to the file,
+    for each commit of ``revisions``, newest first: a merge against its first parent, a root commit
+    against the empty tree. A binary file has no hunk and a file only renamed none added: neither is
+    listed, nor is the baseline."""
+    log = subprocess.run(["git", *HISTORY_LOG, revisions, "--"], cwd=root, capture_output=True, check=False)
+    commits: dict[str, dict[tuple[str, str], set[int]]] = {}
+    files: dict[tuple[str, str], set[int]] = {}
+    path = blob = ""
+    numbers: set[int] | None = None
+    old_left = new_left = number = 0
+    for raw in log.stdout.split(b"\n") if log.returncode == 0 else []:
+        if old_left or new_left:  # a line of a hunk: the counts tell it from a header
+            if raw.startswith(b"-"):
+                old_left -= 1
+            elif raw.startswith(b"+"):
+                new_left -= 1
+                if numbers is not None:
+                    numbers.add(number)
+                number += 1
+            continue
+        line = raw.decode("utf-8", "surrogateescape")
+        if line.startswith("commit "):
+            files = commits.setdefault(line.split()[1], {})
+        elif line.startswith("diff --git "):
+            path = blob = ""
+        elif line.startswith("index "):
+            blob = line.split()[1].partition("..")[2]
+        elif line.startswith("+++ "):
+            path = _diff_path(line) or ""
+        elif (hunk := HUNK.match(line)) is not None:
+            old_left, number = int(hunk.group(1) or 1), int(hunk.group(2))
+            new_left = int(hunk.group(3) or 1)
+            keep = path and blob and path != str(BASELINE)
+            numbers = files.setdefault((path, blob), set()) if keep else None
+    return commits
+
+
+def _blobs(root: Path, names: Iterable[str]) -> dict[str, bytes]:
+    """Each blob's content (``git cat-file --batch``: one process for all of them)."""
+    names = sorted(set(names))
+    batch = subprocess.run(["git", "cat-file", "--batch"], cwd=root, capture_output=True, check=False,
+                           input="".join(f"{name}\n" for name in names).encode())
+    out, at, blobs = batch.stdout, 0, {}
+    for name in names:
+        end = out.find(b"\n", at)
+        if end < 0:
+            break
+        header = out[at:end].split()
+        if len(header) == 3 and header[1] == b"blob":
+            size = int(header[2])
+            blobs[name] = out[end + 1:end + 1 + size]
+            at = end + 1 + size + 1  # the content, then a newline
+        else:
+            at = end + 1  # "<name> missing" (a submodule's commit)
+    return blobs
+
+
+def _line_secrets(filename: str, lines: list[str], number: int) -> list:
+    """What detect-secrets' plugins find on line ``number`` of ``lines`` that its filters keep."""
+    from detect_secrets.core import scan
+    from detect_secrets.settings import get_plugins
+    from detect_secrets.util.code_snippet import get_code_snippet
+
+    line, context = lines[number - 1].rstrip(), get_code_snippet(lines=lines, line_number=number)
+    if scan._is_filtered_out(required_filter_parameters=["line"], filename=filename, line=line,
+                             context=context):
+        return []
+    return [secret for plugin in get_plugins()
+            for secret in scan._scan_line(plugin=plugin, filename=filename, line=line, line_number=number,
+                                          context=context)
+            if not scan._is_filtered_out(required_filter_parameters=["context"], filename=filename, line=line,
+                                         secret=secret.secret_value, plugin=plugin, context=context)]
+
+
+def _secrets_on_lines(filename: str, numbers: set[int]) -> list:
+    """detect-secrets' scan of one file (``scan.scan_file``: its file filters, transformers, line
+    filters and plugins) run on the lines ``numbers`` only, each in its context in the whole file.
+    The plugins and filters of each line are the cost, and a commit mostly adds a few lines to a long
+    file. The steps are those of detect-secrets 1.5.0's ``scan_file`` and ``_process_line_based_plugins``
+    (the lock pins it; tests/unit/test_secret_history.py runs them)."""
+    from detect_secrets.core import scan
+
+    if scan._is_filtered_out(required_filter_parameters=["filename"], filename=filename):
+        return []
+    found: list = []
+    try:
+        for lines in scan._get_lines_from_file(filename):  # as they read, then eagerly transformed
+            found = [secret for number in sorted(numbers) if number <= len(lines)
+                     for secret in _line_secrets(filename, lines, number)]
+            if found:
+                break
+    except OSError:
+        return []
+    return found
+
+
+def _scan_version(folder: str, path: str, content: bytes, numbers: set[int]) -> list:
+    """The secrets on the lines ``numbers`` of one version of a file, written under its own path in
+    ``folder`` (the filters read the name) and removed after it."""
+    target = Path(folder, "tree", path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    except OSError:  # a file where another version has a folder, or the other way round
+        target = Path(tempfile.mkdtemp(dir=folder), path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    try:
+        return _secrets_on_lines(str(target), numbers)
+    finally:
+        target.unlink()
+
+
+def _history_secrets(root: Path) -> tuple[list[tuple[str, str, object]], int]:
+    """([(commit, path, potential secret)], how many commits were not scanned): each secret a commit
+    since the baseline's last change added, each (path, type, secret) once, from its oldest commit, in
+    the newest commits adding up to ``HISTORY_LINES`` lines, their added lines scanned as the working
+    tree's files are. Call it under the baseline's settings."""
+    revisions = _history_range(root)
+    commits = _added_lines(root, revisions) if revisions else {}
+    scanned, budget = [], HISTORY_LINES
+    for commit, files in commits.items():
+        budget -= sum(len(numbers) for numbers in files.values())
+        if budget < 0:
+            break
+        scanned.append(commit)
+    blobs = _blobs(root, (blob for commit in scanned for _, blob in commits[commit]))
+    found, seen = [], set()
+    with tempfile.TemporaryDirectory(prefix="dp015-") as folder:
+        for commit in reversed(scanned):
+            for (path, blob), numbers in commits[commit].items():
+                content = blobs.get(blob)
+                if content is None or b"\0" in content:
+                    continue  # binary (git shows no hunk for it either) or a submodule's commit
+                for secret in _scan_version(folder, path, content, numbers):
+                    if (path, secret.type, secret.secret_hash) not in seen:
+                        seen.add((path, secret.type, secret.secret_hash))
+                        found.append((commit, path, secret))
+    return found, len(commits) - len(scanned)
+
+
+def _baseline_secrets(baseline: dict) -> tuple[set[tuple], list[Hit]]:
+    """(the (filename, type, hashed secret) the baseline holds, a finding for each not audited as a
+    false positive)."""
+    known, unaudited = set(), []
+    for filename, secrets in sorted((baseline.get("results") or {}).items()):
+        for secret in secrets:
+            known.add((filename, secret.get("type"), secret.get("hashed_secret")))
+            if secret.get("is_secret") is not False:
+                unaudited.append((filename, secret.get("line_number"),
+                                  f"{secret.get('type')} in the baseline, not audited as a false positive"))
+    return known, unaudited
+
+
 def no_secrets_committed(project: Project) -> Iterator[Hit]:
-    """DP015: detect-secrets (the plugins and filters of ``.secrets.baseline``) finds nothing in the
-    files changed since the base that the baseline does not hold, and the baseline holds only
-    secrets audited as false positives (``is_secret: false``). Files unchanged since the base were
-    scanned when they changed; ``detect-secrets scan --baseline .secrets.baseline`` rescans them all.
+    """DP015: detect-secrets (the plugins and filters of ``.secrets.baseline``) finds nothing the
+    baseline does not hold in the files changed since the base, nor in the lines added by the commits
+    reachable from HEAD since the last commit that changed the baseline (all of history when none did;
+    the newest ``HISTORY_LINES`` lines of it), and the baseline holds only secrets audited as false
+    positives (``is_secret: false``).
+
+    Files unchanged since the base were scanned when they changed; ``detect-secrets scan --baseline
+    .secrets.baseline`` rescans them all. A secret a commit added and a later one deleted is still in
+    every clone: it is reported with that commit, at its line in that commit's file, unless the file
+    still holds it (then it is the working tree's finding). A baseline committed after a commit covers
+    it (it was audited then): the scan of history starts after the baseline's last change.
     """
     try:
         from detect_secrets import SecretsCollection
@@ -827,21 +1022,29 @@ def no_secrets_committed(project: Project) -> Iterator[Hit]:
         yield str(BASELINE), None, "no secrets baseline"
         return
     baseline = json.loads(path.read_text(encoding="utf-8"))
-    known = set()
-    for filename, secrets in sorted((baseline.get("results") or {}).items()):
-        for secret in secrets:
-            known.add((filename, secret.get("type"), secret.get("hashed_secret")))
-            if secret.get("is_secret") is not False:
-                yield (filename, secret.get("line_number"),
-                       f"{secret.get('type')} in the baseline, not audited as a false positive")
+    known, unaudited = _baseline_secrets(baseline)
+    yield from unaudited
     base, _problem = _resolved_base(project)  # DP014 reports a bad base
     with transient_settings({k: baseline[k] for k in ("plugins_used", "filters_used") if k in baseline}):
+        history, skipped = _history_secrets(project.root)
+        history = [(c, p, s) for c, p, s in history if (p, s.type, s.secret_hash) not in known]
         found = SecretsCollection(root=str(project.root))
-        for filename in _changed_files(project, base):
+        still_there = {p for _, p, _ in history if (project.root / p).is_file()}
+        for filename in sorted(set(_changed_files(project, base)) | still_there):
             found.scan_file(filename)
+    if skipped:
+        yield (str(BASELINE), None, f"{skipped} older commit(s) since the baseline was last committed not "
+               f"scanned for secrets (the scan stops after {HISTORY_LINES} added lines): check them "
+               "(git log -p), then rescan and commit the baseline")
+    now = {(filename, secret.type, secret.secret_hash) for filename, secret in found}
     for filename, secret in found:
         if (filename, secret.type, secret.secret_hash) not in known:
             yield filename, secret.line_number, f"possible secret ({secret.type})"
+    for commit, filename, secret in history:
+        if (filename, secret.type, secret.secret_hash) not in now:
+            yield (filename, secret.line_number,
+                   f"possible secret ({secret.type}) in commit {commit[:8]} ({HISTORY_NOTE})")
+
 
 # Functions that hash or mask what they are given (PostgreSQL's md5, sha256, digest; Snowflake's
 # sha2, md5, hash); a function or macro whose name says mask or hash counts too.
