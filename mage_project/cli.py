@@ -5,19 +5,26 @@ Runs the pipeline through Mage (the same blocks the scheduler and the editor run
 non-zero with the reason on stderr. Every setting the run will read is checked first, so a
 setting that cannot work stops it before anything is fetched or written.
 
+It shows a line per block on stderr (``progress``; live on a terminal) and ends in one line: the
+run's summary on stdout, or on stderr what failed and what to do. Mage's and dbt's output go to
+the run's log file, ``<data dir>/logs/<pipeline>-<run id>.log``, which that line names
+(``--verbose``: onto the terminal instead).
+
 Exit status of ``run``: ``EXIT_CODES`` below (shown by ``--help``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from mage_project import config, transform
-from mage_project.runner import run_pipeline
+from mage_project import config, progress, transform
+from mage_project.runner import BlockEvent, first_line, output_to, run_pipeline
 
 log = logging.getLogger("mage_project")
 
@@ -35,11 +42,12 @@ EXIT_CODES = f"""exit status:
 """
 
 
-def _fail(pipeline: str, variables: dict, error: BaseException, started: float) -> int:
+def _record_failure(pipeline: str, variables: dict, error: BaseException, started: float) -> list[str]:
+    """The failed run into ops.pipeline_runs and its alert sent: what of it did not happen."""
     from mage_project import alerts
     from mage_project.runs import record_failed_run
 
-    reason = f"{type(error).__name__}: {error}"
+    reason, missed = f"{type(error).__name__}: {error}", []
     try:
         record_failed_run(
             pipeline,
@@ -51,14 +59,39 @@ def _fail(pipeline: str, variables: dict, error: BaseException, started: float) 
         )
     except Exception as exc:  # the warehouse may be what failed: still alert and report
         log.error("could not record the failed run in ops.pipeline_runs: %s", exc)
-    alerts.send_failure_alert(
+        missed.append(f"not recorded in ops.pipeline_runs: {first_line(exc)}")
+    if not alerts.send_failure_alert(
         pipeline,
         variables["run_id"],
         reason,
         window_start=variables.get("window_start"),
         window_end=variables.get("window_end"),
-    )
-    print(f"{pipeline} run {variables['run_id']} failed: {reason}", file=sys.stderr)
+    ):
+        missed.append("no alert sent: SMTP_HOST is unset" if config.smtp().host is None
+                      else "its alert could not be sent (the log says why)")
+    return missed
+
+
+MORE_LINES = 10  # of a failed run's reason, after its first (all of it is in the log file)
+
+
+def _fail(pipeline: str, run_id: str, error: BaseException, block: BlockEvent | None,
+          log_file: Path | None, missed: list[str]) -> int:
+    """Say on stderr that the run failed, and why; its last line says what failed (the block,
+    the error's first line), what to do and where the whole output is. ``missed``: what of
+    recording the failure and alerting did not happen."""
+    print(f"{pipeline} run {run_id} failed: {first_line(error)}", file=sys.stderr)
+    more = str(error).strip().splitlines()[1:]
+    for line in more[:MORE_LINES]:
+        print(f"  {line}", file=sys.stderr)
+    if len(more) > MORE_LINES:
+        print(f"  ... ({len(more) - MORE_LINES} more lines)", file=sys.stderr)
+    for line in missed:
+        print(f"  ({line})", file=sys.stderr)
+    what = (f"block {block.block} failed: {block.error}" if block is not None
+            else f"{pipeline} failed before its first block: {first_line(error)}")
+    print(progress.error_line(what, "fix the cause, then run the same command again", log_file),
+          file=sys.stderr)
     return EXIT_FAILED
 
 
@@ -98,54 +131,81 @@ def failed_files(run_id: str) -> list[tuple[str, str, str | None]]:
         return [tuple(row) for row in cur.fetchall()]
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run_variables(args: argparse.Namespace) -> dict:
+    """The run's variables from its arguments, its settings checked. Raises ValueError or
+    ConfigError, naming what cannot work."""
     from mage_project.runs import new_run_id
     from mage_project.windows import parse_bound
 
     variables: dict = {"run_id": args.run_id or new_run_id()}
-    try:
-        if (args.start is None) != (args.end is None):
-            raise config.ConfigError("give both --start and --end, or neither")
+    if (args.start is None) != (args.end is None):
+        raise config.ConfigError("give both --start and --end, or neither")
+    if args.start is not None:
+        start, end = parse_bound(args.start), parse_bound(args.end)
+        if end <= start:
+            raise ValueError(f"--end {args.end} is not after --start {args.start}")
+        variables.update(window_start=start.isoformat(), window_end=end.isoformat())
+    variables["execution_date"] = (
+        parse_bound(args.execution_date) if args.execution_date else datetime.now(UTC)
+    ).isoformat()
+    sample_rows = config.sample_rows(args.sample_rows)
+    if sample_rows is not None:
+        variables["sample_rows"] = sample_rows
+    if args.pipeline == "warehouse_elt":
         if args.start is not None:
-            start, end = parse_bound(args.start), parse_bound(args.end)
-            if end <= start:
-                raise ValueError(f"--end {args.end} is not after --start {args.start}")
-            variables.update(window_start=start.isoformat(), window_end=end.isoformat())
-        variables["execution_date"] = (
-            parse_bound(args.execution_date) if args.execution_date else datetime.now(UTC)
-        ).isoformat()
-        sample_rows = config.sample_rows(args.sample_rows)
-        if sample_rows is not None:
-            variables["sample_rows"] = sample_rows
-        if args.pipeline == "warehouse_elt":
-            if args.start is not None:
-                raise ValueError("warehouse_elt loads whatever files are new: no --start/--end")
-            variables["wait_for_files"] = False  # the command line loads what is there, now
-        # Settings are checked before Mage starts, so a bad one fails fast and by name.
-        check_settings(args.pipeline)
+            raise ValueError("warehouse_elt loads whatever files are new: no --start/--end")
+        variables["wait_for_files"] = False  # the command line loads what is there, now
+    # Settings are checked before Mage starts, so a bad one fails fast and by name.
+    check_settings(args.pipeline)
+    return variables
+
+
+def run_log(pipeline: str, run_id: str) -> Path:
+    """The log file of a run: Mage's and dbt's output, and this process's log records."""
+    return config.data_dir() / "logs" / f"{pipeline}-{run_id}.log"
+
+
+def run_command(args: argparse.Namespace) -> int:
+    try:
+        variables = run_variables(args)
     except (ValueError, config.ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
+    pipeline, run_id = args.pipeline, variables["run_id"]
+    log_file = None if args.verbose else run_log(pipeline, run_id)
     started = time.monotonic()
-    try:
-        run_pipeline(args.pipeline, variables)
-    except Exception as exc:
-        return _fail(args.pipeline, variables, exc, started)
+    error, missed = None, []
+    with progress.Progress(live=not args.verbose) as shown, (
+            contextlib.nullcontext() if log_file is None else output_to(log_file)):
+        try:
+            run_pipeline(pipeline, variables, observer=shown)
+        except Exception as exc:
+            error = exc
+            missed = _record_failure(pipeline, variables, exc, started)
+    if error is not None:
+        return _fail(pipeline, run_id, error, shown.failed, log_file, missed)
     elapsed = time.monotonic() - started
     try:
-        failed = failed_files(variables["run_id"]) if args.pipeline == "warehouse_elt" else []
+        failed = failed_files(run_id) if pipeline == "warehouse_elt" else []
     except Exception as exc:  # the run is recorded; only its file results could not be read
-        print(f"{args.pipeline} run {variables['run_id']} completed, but which of its files"
-              f" failed could not be read from ops.file_manifest: {type(exc).__name__}: {exc}",
-              file=sys.stderr)
+        print(f"{pipeline} run {run_id} completed, but which of its files failed could not be"
+              f" read from ops.file_manifest: {first_line(exc)}", file=sys.stderr)
+        print(progress.error_line(
+            f"reading ops.file_manifest failed: {first_line(exc)}",
+            f"the run completed: once the warehouse answers, its files' statuses are in"
+            f" ops.file_manifest (run_id {run_id})", log_file), file=sys.stderr)
         return EXIT_FAILED
     if failed:
-        print(f"{args.pipeline} run {variables['run_id']} completed in {elapsed:.1f} s, but"
+        print(f"{pipeline} run {run_id} completed in {elapsed:.1f} s, but"
               f" {len(failed)} file(s) failed (every other file was loaded):", file=sys.stderr)
-        for key, status, error in failed:
-            print(f"  {key}: {status}: {error}", file=sys.stderr)
+        for key, status, file_error in failed:
+            print(f"  {key}: {status}: {file_error}", file=sys.stderr)
+        print(progress.error_line(
+            f"{len(failed)} input file(s) not loaded (listed above, each alerted)",
+            "a 'failed' file loads once it is written again, corrected; an 'error' one on the"
+            " next run", log_file), file=sys.stderr)
         return EXIT_FILES_FAILED
-    print(f"{args.pipeline} run {variables['run_id']} succeeded in {elapsed:.1f} s")
+    print(progress.succeeded(pipeline, run_id, elapsed, log_file))
     return EXIT_SUCCEEDED
 
 
@@ -176,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the run's logical time for a scheduled window (default: now)")
     run.add_argument("--sample-rows", metavar="N",
                      help="stop after N events, N >= 1 (trials; the watermark stays)")
+    run.add_argument("--verbose", "-v", action="store_true",
+                     help="Mage's and dbt's output on the terminal as the run goes (no log file)")
     run.add_argument("--run-id", help=argparse.SUPPRESS)
     sub.add_parser("demo", help="serve the simulator and ingest the last 3 days")
     sub.add_parser("editor", help="Mage's editor on http://127.0.0.1:6789 for this project")

@@ -10,7 +10,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from mage_project import config, warehouse
-from mage_project.runner import SIMULATOR, activity_api, output_to, run_pipeline
+from mage_project.progress import Progress, error_line
+from mage_project.runner import SIMULATOR, activity_api, first_line, output_to, run_pipeline
 
 MARTS = ("dim_customers", "fct_daily_revenue", "fct_campaign_performance",
          "fct_daily_active_users")
@@ -39,9 +40,9 @@ def main() -> int:
 
 
 def _run_pipelines(run_id: str, start: datetime, end: datetime) -> float | None:
-    """Both pipelines over ``[start, end)``, a line each as it starts and ends, their own output
-    in a log file: the seconds user_activity_ingest took, or None (said on stderr, with the log
-    file) when a run failed."""
+    """Both pipelines over ``[start, end)``, a line each once it ends, their own output in a log
+    file: the seconds user_activity_ingest took, or None (said on stderr, with the log file) when
+    a run failed."""
     from mage_project.runs import new_run_id
 
     simulated = not os.environ.get("ACTIVITY_API_URL")
@@ -67,18 +68,26 @@ def _run_pipelines(run_id: str, start: datetime, end: datetime) -> float | None:
 
 
 def _ran(log, pipeline: str, variables: dict) -> float | None:
-    """Run ``pipeline``, its output into ``log``: the seconds it took, or None when it failed."""
-    print(f"{pipeline} ...", end=" ", flush=True)
+    """Run ``pipeline``, its output into ``log``, its blocks shown as they end (on stderr: a line
+    each; on a terminal, rich's live display, gone once the run ends): the seconds it took, or
+    None when it failed."""
     t0 = time.monotonic()
-    try:
-        with output_to(log):
-            run_pipeline(pipeline, variables)
-    except Exception as exc:
-        print("failed", flush=True)
-        print(f"demo run failed: {type(exc).__name__}: {exc}\n(the whole output: {log})", file=sys.stderr)
+    error = None
+    with Progress(transient=True) as shown:
+        try:
+            with output_to(log):
+                run_pipeline(pipeline, variables, observer=shown)
+        except Exception as exc:
+            error = exc
+    if error is not None:
+        print(f"{pipeline} ... failed", flush=True)
+        block = shown.failed
+        what = (f"block {block.block} of {pipeline} failed: {block.error}" if block is not None
+                else f"{pipeline} failed before its first block: {first_line(error)}")
+        print(error_line(what, "fix the cause, then run the demo again", log), file=sys.stderr)
         return None
     elapsed = time.monotonic() - t0
-    print(f"done in {elapsed:.1f} s", flush=True)
+    print(f"{pipeline} ... done in {elapsed:.1f} s", flush=True)
     return elapsed
 
 

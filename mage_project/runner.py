@@ -3,7 +3,8 @@
 
 - ``prepare_mage_environment``: point Mage at this project before ``mage_ai`` is imported.
 - ``output_to``: a run's output (Mage's log records, dbt's) into a log file.
-- ``run_pipeline``: execute a pipeline's blocks as the scheduler does.
+- ``run_pipeline``: execute a pipeline's blocks as the scheduler does, each block's start and
+  end told to an observer (``BlockEvent``).
 - ``activity_api``: the configured activity API, or the bundled simulator for a local session.
 """
 
@@ -13,8 +14,10 @@ import contextlib
 import logging
 import os
 import sys
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from mage_project import config, transform
@@ -78,7 +81,52 @@ def output_to(path: Path) -> Iterator[Path]:
             os.close(copy)
 
 
-def run_pipeline(pipeline_uuid: str, variables: dict) -> None:
+@dataclass(frozen=True)
+class BlockEvent:
+    """A block starting (``status`` "started") or ending: "ok", "failed" or "skipped" (its
+    condition is false, or an upstream block was skipped). ``seconds`` since it started;
+    ``rows``: what its output counts (``rows_of``), when it counts rows; ``error``: the first
+    line of a failed block's error."""
+
+    block: str
+    status: str
+    seconds: float = 0.0
+    rows: int | None = None
+    error: str | None = None
+
+
+Observer = Callable[[BlockEvent], None]
+
+# The row counts of the project's block summaries, most telling first: the rows a load wrote,
+# those that passed validation, those fetched (see mage_project.pipelines).
+ROW_COUNTS = ("rows_loaded", "rows_valid", "rows_fetched")
+
+
+def rows_of(output) -> int | None:
+    """The rows a block's output counts: a DataFrame's length; a summary's row count
+    (``ROW_COUNTS``); a file-loads summary's rows loaded, over its files; else None."""
+    import pandas as pd
+
+    if isinstance(output, pd.DataFrame):
+        return len(output)
+    if not isinstance(output, dict):
+        return None
+    for key in ROW_COUNTS:
+        if type(output.get(key)) is int:
+            return output[key]
+    files = output.get("files")
+    if isinstance(files, list) and all(isinstance(f, dict) for f in files):
+        return sum(f["rows_loaded"] for f in files if type(f.get("rows_loaded")) is int)
+    return None
+
+
+def first_line(error: BaseException) -> str:
+    """``Type: message``, the message's first line only (``Type`` when it has none)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def run_pipeline(pipeline_uuid: str, variables: dict, observer: Observer | None = None) -> None:
     """Execute the pipeline's blocks in this process, as the scheduler does. Raises on failure.
 
     Block by block through Mage's block executor, in dependency order: each block's @tests
@@ -86,12 +134,40 @@ def run_pipeline(pipeline_uuid: str, variables: dict) -> None:
     (``variables["run_id"]``), so concurrent runs never read each other's outputs. Each block
     runs once: the retries of metadata.yaml's ``retry_config`` are the scheduler's; a failed
     command-line run fails at once, with its exit code and alert, and is re-run whole.
+    ``observer`` is told each block's start and end, in that order (``BlockEvent``).
     """
+    observe = observer or (lambda event: None)
+    pipeline, global_vars = _load_pipeline(pipeline_uuid, variables)
+    run_id = variables["run_id"]
+    skipped: set[str] = set()
+    for block_uuid in dependency_order(
+        {uuid: block.upstream_block_uuids for uuid, block in pipeline.blocks_by_uuid.items()}
+    ):
+        observe(BlockEvent(block_uuid, "started"))
+        t0 = time.monotonic()
+        try:
+            if _skipped(pipeline.blocks_by_uuid[block_uuid], run_id, global_vars, skipped):
+                # As the scheduler does: a block whose condition is false is skipped, and so is
+                # everything downstream of it; the run still succeeds.
+                log.info("%s: %s skipped (its condition is false or an upstream block was"
+                         " skipped)", pipeline_uuid, block_uuid)
+                skipped.add(block_uuid)
+                observe(BlockEvent(block_uuid, "skipped", time.monotonic() - t0))
+                continue
+            output = _execute(pipeline, block_uuid, run_id, global_vars)
+        except BaseException as exc:
+            observe(BlockEvent(block_uuid, "failed", time.monotonic() - t0, error=first_line(exc)))
+            raise
+        observe(BlockEvent(block_uuid, "ok", time.monotonic() - t0, rows=rows_of(output)))
+
+
+def _load_pipeline(pipeline_uuid: str, variables: dict):
+    """Mage's Pipeline for ``pipeline_uuid`` and the run's global variables (its own, then
+    ``variables``), with Mage pointed at this project and its database session open."""
     prepare_mage_environment()
     from mage_ai.settings.repo import set_repo_path
 
     set_repo_path(str(config.PROJECT_ROOT))
-    from mage_ai.data_preparation.executors.executor_factory import ExecutorFactory
     from mage_ai.data_preparation.models.pipeline import Pipeline
     from mage_ai.data_preparation.variable_manager import get_global_variables
     from mage_ai.orchestration.db import db_connection
@@ -100,27 +176,28 @@ def run_pipeline(pipeline_uuid: str, variables: dict) -> None:
     # Mage's dbt block renders dbt's profile from this process's environment.
     os.environ.update(transform.warehouse_environment())
     pipeline = Pipeline.get(pipeline_uuid, repo_path=str(config.PROJECT_ROOT))
-    global_vars = {**(get_global_variables(pipeline_uuid) or {}), **variables}
-    skipped: set[str] = set()
-    for block_uuid in dependency_order(
-        {uuid: block.upstream_block_uuids for uuid, block in pipeline.blocks_by_uuid.items()}
-    ):
-        block = pipeline.blocks_by_uuid[block_uuid]
-        if skipped.intersection(block.upstream_block_uuids) or not all(
-            condition.execute_conditional(block, execution_partition=variables["run_id"],
-                                          global_vars=global_vars)
-            for condition in block.conditional_blocks
-        ):
-            # As the scheduler does: a block whose condition is false is skipped, and so is
-            # everything downstream of it; the run still succeeds.
-            log.info("%s: %s skipped (its condition is false or an upstream block was skipped)",
-                     pipeline_uuid, block_uuid)
-            skipped.add(block_uuid)
-            continue
-        ExecutorFactory.get_block_executor(
-            pipeline, block_uuid, execution_partition=variables["run_id"]
-        ).execute(analyze_outputs=False, global_vars=global_vars, update_status=False,
-                  retry_config=ONCE)
+    return pipeline, {**(get_global_variables(pipeline_uuid) or {}), **variables}
+
+
+def _skipped(block, run_id: str, global_vars: dict, skipped: set[str]) -> bool:
+    """Whether ``block`` is skipped: an upstream block was, or one of its conditions is false."""
+    return bool(skipped.intersection(block.upstream_block_uuids)) or not all(
+        condition.execute_conditional(block, execution_partition=run_id, global_vars=global_vars)
+        for condition in block.conditional_blocks
+    )
+
+
+def _execute(pipeline, block_uuid: str, run_id: str, global_vars: dict):
+    """Run one block through Mage's block executor: its output (the first, when it has more),
+    or None."""
+    from mage_ai.data_preparation.executors.executor_factory import ExecutorFactory
+
+    result = ExecutorFactory.get_block_executor(
+        pipeline, block_uuid, execution_partition=run_id
+    ).execute(analyze_outputs=False, global_vars=global_vars, update_status=False,
+              retry_config=ONCE)
+    outputs = result.get("output") if isinstance(result, dict) else None
+    return outputs[0] if isinstance(outputs, list) and outputs else None
 
 
 def dependency_order(upstream: dict[str, list[str]]) -> list[str]:

@@ -56,4 +56,5 @@ def test_a_run_with_failed_files_exits_3_listing_them_after_loading_the_rest(war
     # The next run finds nothing new: this run's files all fine (none), so it exits 0.
     again = run_cli("run", "warehouse_elt")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert re.search(r"^warehouse_elt run \S+ succeeded in [\d.]+ s$", again.stdout, re.MULTILINE)
+    assert re.search(r"^warehouse_elt run \S+ succeeded in [\d.]+ s \(log: \S+\.log\)$", again.stdout,
+                     re.MULTILINE)
