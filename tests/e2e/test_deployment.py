@@ -7,6 +7,11 @@ with compose's environment, on a database of their own on the suite's embedded P
 ``mage-db`` service) and a second one standing in for ``warehouse``. Settings compose takes from
 .env (owner account, JWT secret) get test values; nothing else leaks in from this shell.
 
+Sign-in is checked against the web server, and its sessions in Mage's database: the owner's
+password gives the owner a session, a wrong one does not, and neither does a token of a provider
+Mage has no sign-in for (Mage 0.9.80 then signs in, or creates, whoever the payload names; the
+launcher's fix, mage_project/mage_cli.py, refuses it).
+
 What cannot run here is not exercised: the image build, the compose network, and Prometheus and
 Grafana (no binaries; tests/unit/test_monitoring_config.py checks their configuration). Their side
 of the contract is checked from Mage's: /metrics serves every metric the Grafana dashboard queries.
@@ -29,11 +34,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import jwt
 import psycopg2
 import pytest
 import yaml
 from conftest import ROOT, query
 from deployment import CONTAINER_PROJECT, MAGE, compose, dashboard_metrics_by_job, interpolate, option
+from mage_ai.settings.server import OAUTH2_APPLICATION_CLIENT_ID
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg2 import sql
 from support import free_port, stop_group
@@ -134,6 +141,19 @@ def wait_until_serving(service: Service, deadline: float) -> None:
             if time.monotonic() > deadline:
                 pytest.fail(f"{service.name} did not answer /api/status in time\n{service.output()}")
             time.sleep(0.5)
+
+
+def sign_in(service: Service, **session) -> dict:
+    """``POST /api/sessions`` as Mage's browser client sends it (Mage's public client id as the API
+    key): Mage's answer, decoded (an error too)."""
+    request = urllib.request.Request(
+        f"{service.url}/api/sessions", data=json.dumps({"session": session}).encode(), method="POST",
+        headers={"Content-Type": "application/json", "X-API-KEY": OAUTH2_APPLICATION_CLIENT_ID})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as error:
+        return json.load(error)
 
 
 def trigger_files() -> dict[Path, bytes]:
@@ -281,3 +301,88 @@ def test_compose_healthcheck_passes_against_the_native_service(stack, name):
 def test_scheduler_healthcheck_fails_where_no_scheduler_runs(stack):
     result = healthcheck("mage-scheduler", stack.services["mage-web"].port)
     assert result.returncode == 1 and "'scheduler_status': 'stopped'" in result.stderr
+
+
+def session_owners(stack: Stack, session: str) -> list[tuple]:
+    """Whose sessions of Mage's database a sign-in's token is (a JWT signed with JWT_SECRET)."""
+    token = jwt.decode(session, DOTENV["JWT_SECRET"], algorithms=["HS256"])["token"]
+    return query(stack.mage_db, 'select u.email from oauth2_access_token t join "user" u on u.id = t.user_id'
+                                " where t.token = %s and t.expires > now()", (token,))
+
+
+def test_sign_in_gives_a_session_for_the_owners_password_only(stack):
+    web = stack.services["mage-web"]
+    owner = sign_in(web, email=DOTENV["DEFAULT_OWNER_EMAIL"], password=DOTENV["DEFAULT_OWNER_PASSWORD"])
+    user = owner["session"]["user"]
+    assert (user["username"], user["owner"]) == (DOTENV["DEFAULT_OWNER_USERNAME"], True), owner
+    assert session_owners(stack, owner["session"]["token"]) == [(DOTENV["DEFAULT_OWNER_EMAIL"],)]
+
+    wrong = sign_in(web, email=DOTENV["DEFAULT_OWNER_EMAIL"], password="not-the-password")
+    assert "session" not in wrong, wrong
+    assert (wrong["error"]["code"], wrong["error"]["type"], wrong["error"]["message"]) == (
+        404, "record_not_found", "Email/username and/or password invalid."), wrong
+
+
+@pytest.mark.parametrize(("email", "provider"), [
+    (DOTENV["DEFAULT_OWNER_EMAIL"], "nope"),  # the owner, without a password
+    ("intruder@example.com", "nope"),  # Mage 0.9.80 would create this user
+    (DOTENV["DEFAULT_OWNER_EMAIL"], "gitlab"),  # a provider for git only, without a user lookup
+])
+def test_sign_in_refuses_a_token_of_a_provider_without_sign_in(stack, email, provider):
+    web = stack.services["mage-web"]
+    sessions = query(stack.mage_db, "select count(*) from oauth2_access_token")
+    answer = sign_in(web, email=email, token="x", provider=provider)
+    assert "session" not in answer, answer
+    error = answer["error"]
+    assert (error["code"], error.get("type"), error["message"]) == (
+        404, "record_not_found", f"Unknown sign-in provider: {provider!r}."), answer
+    assert query(stack.mage_db, "select count(*) from oauth2_access_token") == sessions
+    assert query(stack.mage_db, 'select email from "user"') == [(DOTENV["DEFAULT_OWNER_EMAIL"],)]
+
+
+GUARD_TWICE = """
+import asyncio, json, sys
+from mage_ai.settings.repo import set_repo_path
+set_repo_path(sys.argv[1])
+from mage_ai.api.errors import ApiError
+from mage_ai.api.resources.SessionResource import SessionResource
+from mage_ai.orchestration.queue.queue_factory import QueueFactory
+from mage_ai.server import setup
+from mage_project import mage_cli
+
+def patched():
+    return SessionResource.create.__func__, setup.initialize_globals, QueueFactory.get_queue.__func__
+
+mage = patched()
+mage_cli.install()
+mage_cli.guard_sign_in()  # what mage start's initialize_globals now does first
+once = patched()
+mage_cli.install()
+mage_cli.guard_sign_in()
+try:
+    asyncio.run(SessionResource.create({"email": "a@b.c", "token": "x", "provider": "nope"}, None))
+    refused = None
+except ApiError as error:
+    refused = error.to_dict()
+print(json.dumps({
+    "unchanged_by_a_second_install": [a is b for a, b in zip(once, patched())],
+    "wraps_mage_directly": [once[i].__wrapped__ is mage[i] for i in (0, 1)],
+    "installed_by": [getattr(p, "installed_by", None) for p in once],
+    "refused": refused,
+    "mage_error_untouched": ApiError.RESOURCE_NOT_FOUND["message"],
+}))
+"""
+
+
+def test_installing_the_fixes_twice_wraps_mage_once(tmp_path):
+    env = {**os.environ, "MAGE_DATA_DIR": str(tmp_path / "mage"), "MAGE_REPO_PATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", GUARD_TWICE, str(ROOT)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["unchanged_by_a_second_install"] == [True, True, True]
+    assert found["wraps_mage_directly"] == [True, True]
+    assert found["installed_by"] == ["mage_project.mage_cli"] * 3
+    assert (found["refused"]["code"], found["refused"]["type"], found["refused"]["message"]) == (
+        404, "record_not_found", "Unknown sign-in provider: 'nope'.")
+    assert found["mage_error_untouched"] == "Record not found."
