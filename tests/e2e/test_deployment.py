@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -218,6 +219,7 @@ def test_web_server_serves_this_project_with_login_required(stack):
     assert status["repo_path"] == str(ROOT)
     assert status["require_user_authentication"] is True
     assert status["disable_pipeline_edit_access"] is True  # DISABLE_NOTEBOOK_EDIT_ACCESS=2
+    assert status["require_user_permissions"] is False  # roles decide, by Mage's own policies
     # The web server must not run a second scheduler beside mage-scheduler.
     assert status["scheduler_status"] == "stopped", web.output()
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -340,25 +342,226 @@ def test_sign_in_refuses_a_token_of_a_provider_without_sign_in(stack, email, pro
     assert query(stack.mage_db, 'select email from "user"') == [(DOTENV["DEFAULT_OWNER_EMAIL"],)]
 
 
+# What the editor shows and what it may change, as the browser's client asks Mage's API. Mage answers
+# a refusal with HTTP 200 and the error in the body: {"error": {"code": 403, ...}}.
+PIPELINES = sorted(path.parent.name for path in ROOT.glob("pipelines/*/metadata.yaml"))
+BLOCK_FILE = "transformers/plan_marts_build.py"  # warehouse_elt's block plan_marts_build
+VIEWER = {"email": "viewer@example.com", "username": "viewer", "password": "a-viewer-password"}
+
+
+def api(service: Service, method: str, path: str, session: str, payload: dict | None = None) -> dict:
+    """``method path`` as Mage's browser client sends it (Mage's public client id as the API key, the
+    session's token in Mage's cookie): Mage's answer, decoded."""
+    request = urllib.request.Request(
+        f"{service.url}{path}", method=method,
+        data=None if payload is None else json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", "X-API-KEY": OAUTH2_APPLICATION_CLIENT_ID,
+                 "Cookie": f"oauth_token={session}"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as error:
+        return json.load(error)
+
+
+def session_of(service: Service, email: str, password: str) -> str:
+    answer = sign_in(service, email=email, password=password)
+    assert "session" in answer, answer
+    return answer["session"]["token"]
+
+
+def refusal(answer: dict) -> tuple:
+    return answer.get("error", {}).get("code"), answer.get("error", {}).get("message")
+
+
+def committed_triggers() -> set[tuple[str, str]]:
+    return {(trigger["pipeline_uuid"], trigger["name"])
+            for path in ROOT.glob("pipelines/*/triggers.yaml")
+            for trigger in yaml.safe_load(path.read_text())["triggers"]}
+
+
+def listed_triggers(web: Service, session: str) -> list[dict]:
+    """Mage's triggers once the scheduler has synced triggers.yaml into its database."""
+    deadline = time.monotonic() + SYNC_TIMEOUT
+    while True:
+        answer = api(web, "GET", "/api/pipeline_schedules", session)
+        assert "error" not in answer, answer
+        schedules = answer["pipeline_schedules"]
+        if {(s["pipeline_uuid"], s["name"]) for s in schedules} == committed_triggers():
+            return schedules
+        assert time.monotonic() < deadline, f"triggers listed: {schedules}"
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def owner(stack) -> str:
+    web = stack.services["mage-web"]
+    return session_of(web, DOTENV["DEFAULT_OWNER_EMAIL"], DOTENV["DEFAULT_OWNER_PASSWORD"])
+
+
+def test_the_owner_lists_and_opens_the_projects_pipelines_and_triggers(stack, owner):
+    web = stack.services["mage-web"]
+    listed = api(web, "GET", "/api/pipelines", owner)
+    assert "error" not in listed, listed
+    assert sorted(p["uuid"] for p in listed["pipelines"]) == PIPELINES
+    assert {"user_activity_ingest", "warehouse_elt"} <= set(PIPELINES)
+
+    opened = api(web, "GET", "/api/pipelines/warehouse_elt", owner)
+    assert "error" not in opened, opened
+    committed = yaml.safe_load((ROOT / "pipelines" / "warehouse_elt" / "metadata.yaml").read_text())
+    assert [b["uuid"] for b in opened["pipeline"]["blocks"]] == [b["uuid"] for b in committed["blocks"]]
+    code = api(web, "GET", f"/api/file_contents/{urllib.parse.quote(BLOCK_FILE, safe='')}", owner)
+    assert code.get("file_content", {}).get("content") == (ROOT / BLOCK_FILE).read_text(), code
+
+    assert {(t["pipeline_uuid"], t["name"]) for t in listed_triggers(web, owner)} == committed_triggers()
+    users = api(web, "GET", "/api/users", owner)
+    assert [(u["username"], u["owner"]) for u in users.get("users", [])] == [
+        (DOTENV["DEFAULT_OWNER_USERNAME"], True)], users
+    projects = api(web, "GET", "/api/projects", owner)
+    assert [p["repo_path"] for p in projects.get("projects", [])] == [str(ROOT)], projects
+
+
+def test_the_owner_runs_a_trigger(stack, owner):
+    """What the trigger page's "Run now" asks: a run of the committed pipeline, nothing edited."""
+    web = stack.services["mage-web"]
+    (trigger,) = [t for t in listed_triggers(web, owner) if t["pipeline_uuid"] == "user_activity_ingest"]
+    answer = api(web, "POST", f"/api/pipeline_schedules/{trigger['id']}/pipeline_runs", owner,
+                 {"pipeline_run": {"variables": {}}})
+    assert "error" not in answer, answer
+    run = answer["pipeline_run"]
+    assert (run["pipeline_uuid"], run["pipeline_schedule_id"]) == ("user_activity_ingest", trigger["id"])
+    assert query(stack.mage_db, "select pipeline_uuid, pipeline_schedule_id from pipeline_run where id = %s",
+                 (run["id"],)) == [("user_activity_ingest", trigger["id"])]
+
+
+@contextlib.contextmanager
+def repo_unchanged_by_mage():
+    """Fails if Mage changed the committed pipelines or the block file, and puts them back first."""
+    watched = [ROOT / "pipelines", ROOT / BLOCK_FILE]
+
+    def snapshot() -> dict[Path, bytes]:
+        files = [p for w in watched for p in ([w] if w.is_file() else w.rglob("*"))
+                 if p.is_file() and "__pycache__" not in p.parts]
+        return {p: p.read_bytes() for p in files}
+
+    before = snapshot()
+    yield
+    after = snapshot()
+    changed = sorted(str(p.relative_to(ROOT)) for p in before.keys() | after.keys()
+                     if before.get(p) != after.get(p))
+    for path in after.keys() - before.keys():
+        path.unlink()
+    for path, content in before.items():
+        if after.get(path) != content:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+    for directory in sorted({p.parent for p in after.keys() - before.keys()}, reverse=True):
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # a directory Mage created, now empty
+    assert changed == [], f"Mage edited the committed project in place: {changed}"
+
+
+# Every change to the committed project the editor offers; a viewer is refused each one, and so is
+# the owner with DISABLE_NOTEBOOK_EDIT_ACCESS=2 (the notebook runs blocks as committed).
+EDITS = {
+    "pipeline settings": ("PUT", "/api/pipelines/warehouse_elt",
+                          {"pipeline": {"description": "edited in place"}}),
+    "block code": ("PUT", "/api/pipelines/warehouse_elt/blocks/plan_marts_build",
+                   {"block": {"content": "# edited in place\n"}}),
+    "file": ("PUT", f"/api/file_contents/{urllib.parse.quote(BLOCK_FILE, safe='')}",
+             {"file_content": {"content": "# edited in place\n"}}),
+    "new pipeline": ("POST", "/api/pipelines", {"pipeline": {"name": "edited_in_place", "type": "python"}}),
+    "pipeline deleted": ("DELETE", "/api/pipelines/warehouse_elt", None),
+}
+REFUSED = {
+    "owner": {
+        "pipeline settings": "Unauthorized write access for description on pipelines for update operation:"
+                             " pipelines are not edited in place (DISABLE_NOTEBOOK_EDIT_ACCESS=2).",
+        "block code": "Unauthorized operation update on blocks, failed condition.",
+        "file": "Unauthorized operation update on file_contents, failed condition.",
+        "new pipeline": "Unauthorized operation create on pipelines, failed condition.",
+        "pipeline deleted": "Unauthorized operation delete on pipelines, failed condition.",
+    },
+    "viewer": {
+        "pipeline settings": "Unauthorized operation update on pipelines, failed condition.",
+        "block code": "Unauthorized operation update on blocks, failed condition.",
+        "file": "Unauthorized operation update on file_contents, failed condition.",
+        "new pipeline": "Unauthorized operation create on pipelines, failed condition.",
+        "pipeline deleted": "Unauthorized operation delete on pipelines, failed condition.",
+    },
+}
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_the_owner_edits_nothing_in_place(stack, owner, edit):
+    method, path, payload = EDITS[edit]
+    with repo_unchanged_by_mage():
+        answer = api(stack.services["mage-web"], method, path, owner, payload)
+    assert refusal(answer) == (403, REFUSED["owner"][edit]), answer
+
+
+@pytest.fixture(scope="module")
+def viewer(stack, owner) -> str:
+    """A user with Mage's Viewer role, added by the owner through Mage's API, removed after."""
+    web = stack.services["mage-web"]
+    roles = {r["name"]: r["id"] for r in api(web, "GET", "/api/roles", owner)["roles"]}
+    # Mage 0.9.80 adds the user, then answers 500 presenting its permissions (User.fetch_permissions
+    # calls Query.from_self, gone in SQLAlchemy 2): its database says what was done.
+    api(web, "POST", "/api/users", owner, {"user": {
+        **VIEWER, "password_confirmation": VIEWER["password"], "roles_new": [roles["Viewer"]]}})
+    members = ('select u.email, r.name from "user" u join user_role ur on ur.user_id = u.id'
+               " join role r on r.id = ur.role_id where u.email = %s")
+    assert query(stack.mage_db, members, (VIEWER["email"],)) == [(VIEWER["email"], "Viewer")]
+    yield session_of(web, VIEWER["email"], VIEWER["password"])
+    (user_id,) = query(stack.mage_db, 'select id from "user" where email = %s', (VIEWER["email"],))[0]
+    api(web, "DELETE", f"/api/users/{user_id}", owner)
+    assert query(stack.mage_db, 'select email from "user"') == [(DOTENV["DEFAULT_OWNER_EMAIL"],)]
+
+
+def test_a_viewer_reads_the_pipelines_and_runs_nothing(stack, viewer):
+    web = stack.services["mage-web"]
+    listed = api(web, "GET", "/api/pipelines", viewer)
+    assert sorted(p.get("uuid") for p in listed.get("pipelines", [])) == PIPELINES, listed
+    (trigger,) = [t for t in listed_triggers(web, viewer) if t["pipeline_uuid"] == "user_activity_ingest"]
+    run = api(web, "POST", f"/api/pipeline_schedules/{trigger['id']}/pipeline_runs", viewer,
+              {"pipeline_run": {"variables": {}}})
+    assert refusal(run) == (403, "Unauthorized operation create on pipeline_runs, failed condition."), run
+    assert refusal(api(web, "GET", "/api/users", viewer)) == (
+        403, "Unauthorized operation list on users, failed condition.")
+
+
+@pytest.mark.parametrize("edit", EDITS)
+def test_a_viewer_edits_nothing(stack, viewer, edit):
+    method, path, payload = EDITS[edit]
+    with repo_unchanged_by_mage():
+        answer = api(stack.services["mage-web"], method, path, viewer, payload)
+    assert refusal(answer) == (403, REFUSED["viewer"][edit]), answer
+
+
 GUARD_TWICE = """
 import asyncio, json, sys
 from mage_ai.settings.repo import set_repo_path
 set_repo_path(sys.argv[1])
 from mage_ai.api.errors import ApiError
+from mage_ai.api.policies.BasePolicy import BasePolicy
+from mage_ai.api.policies.PipelinePolicy import PipelinePolicy
 from mage_ai.api.resources.SessionResource import SessionResource
 from mage_ai.orchestration.queue.queue_factory import QueueFactory
 from mage_ai.server import setup
 from mage_project import mage_cli
 
 def patched():
-    return SessionResource.create.__func__, setup.initialize_globals, QueueFactory.get_queue.__func__
+    return (SessionResource.create.__func__, setup.initialize_globals, QueueFactory.get_queue.__func__,
+            PipelinePolicy.authorize_attributes)
 
 mage = patched()
 mage_cli.install()
 mage_cli.guard_sign_in()  # what mage start's initialize_globals now does first
+mage_cli.guard_pipeline_edits()
 once = patched()
 mage_cli.install()
 mage_cli.guard_sign_in()
+mage_cli.guard_pipeline_edits()
 try:
     asyncio.run(SessionResource.create({"email": "a@b.c", "token": "x", "provider": "nope"}, None))
     refused = None
@@ -366,7 +569,8 @@ except ApiError as error:
     refused = error.to_dict()
 print(json.dumps({
     "unchanged_by_a_second_install": [a is b for a, b in zip(once, patched())],
-    "wraps_mage_directly": [once[i].__wrapped__ is mage[i] for i in (0, 1)],
+    "wraps_mage_directly": [once[i].__wrapped__ is mage[i] for i in (0, 1, 3)],
+    "other_policies_untouched": BasePolicy.authorize_attributes is mage[3],
     "installed_by": [getattr(p, "installed_by", None) for p in once],
     "refused": refused,
     "mage_error_untouched": ApiError.RESOURCE_NOT_FOUND["message"],
@@ -380,9 +584,10 @@ def test_installing_the_fixes_twice_wraps_mage_once(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout.strip().splitlines()[-1])
-    assert found["unchanged_by_a_second_install"] == [True, True, True]
-    assert found["wraps_mage_directly"] == [True, True]
-    assert found["installed_by"] == ["mage_project.mage_cli"] * 3
+    assert found["unchanged_by_a_second_install"] == [True, True, True, True]
+    assert found["wraps_mage_directly"] == [True, True, True]
+    assert found["other_policies_untouched"] is True
+    assert found["installed_by"] == ["mage_project.mage_cli"] * 4
     assert (found["refused"]["code"], found["refused"]["type"], found["refused"]["message"]) == (
         404, "record_not_found", "Unknown sign-in provider: 'nope'.")
     assert found["mage_error_untouched"] == "Record not found."
