@@ -57,6 +57,13 @@ _SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-
 _EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 _NAME = r"^[a-z][a-z0-9_]*$"
 _ENV_VAR = r"^[A-Z][A-Z0-9_]*$"
+# A column's name, as the checks write it into their SQL unquoted (quality.identifier): refused
+# here, with the contract's path, rather than when a run first checks the table.
+_COLUMN = r"^[a-z_][a-z0-9_]*$"
+# Quality rules name columns too: duplicateValues over arguments.properties.
+_QUALITY = {"type": "array", "items": {"type": "object", "properties": {"arguments": {
+    "type": "object", "properties": {"properties": {
+        "type": "array", "items": {"type": "string", "pattern": _COLUMN}}}}}}}
 
 # What this platform needs of a contract beyond the standard: ODCS leaves these optional (or free
 # text), the catalogue, the tags and the checks cannot do without them.
@@ -110,13 +117,16 @@ PROFILE = {
                     # Schema-qualified, as the warehouse names it: raw.user_activity.
                     "physicalName": {"type": "string", "pattern": r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$"},
                     "physicalType": {"enum": ["table", "view"]},
+                    "quality": _QUALITY,
                     "properties": {
                         "type": "array", "minItems": 1,
                         "items": {
                             "type": "object",
                             "required": ["name", "logicalType", "physicalType", "classification",
                                          "description"],
-                            "properties": {"classification": {"enum": list(CLASSIFICATIONS)}},
+                            "properties": {"name": {"type": "string", "pattern": _COLUMN},
+                                           "classification": {"enum": list(CLASSIFICATIONS)},
+                                           "quality": _QUALITY},
                         },
                     },
                 },

@@ -8,8 +8,9 @@ and readers get a local copy to stream from.
 
 Confined to its root: only regular files under it are listed as readable and read. A symbolic
 link (to a file or a folder), any other kind of file (a FIFO, a device), a key that would leave
-the root (a ``..``, ``.`` or empty segment, on S3) and a hidden name (a segment starting with
-``.``) are listed with the reason they are not read (``Entry.refused``), never followed and never
+the root (a ``..``, ``.`` or empty segment, on S3), a hidden name (a segment starting with
+``.``) and a name that is not UTF-8 (listed with its bytes escaped, as no warehouse could store
+it) are listed with the reason they are not read (``Entry.refused``), never followed and never
 silently left out; reading one raises ``RefusedKey``. The one exception is the zone's own
 ``.<name>.tmp`` of a file being written, which is not there yet.
 
@@ -64,6 +65,17 @@ class RefusedKey(ValueError):
 # The zone's own file being published (FileLandingZone._publish): not there yet.
 _IN_FLIGHT = re.compile(r"\..+\.tmp")
 HIDDEN = "a hidden name (starting with '.'): not read; rename it to load it"
+NOT_UTF8 = ("a name that is not UTF-8 (listed with its undecodable bytes as \\xNN): not read;"
+            " rename it to load it")
+# An undecodable byte of a file name, as the file system hands it over (surrogateescape): no
+# warehouse stores it, so such a key is listed escaped (normalize.visible), and refused.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+def _escaped(key: str) -> str:
+    from mage_project.normalize import visible  # normalize imports this module
+
+    return visible(key)
 
 
 @dataclass(frozen=True)
@@ -234,12 +246,14 @@ class FileLandingZone(LandingZone):
             info = item.stat(follow_symlinks=False)
             mode = info.st_mode
             refused = (HIDDEN if item.name.startswith(".")
+                       else NOT_UTF8 if _UNDECODABLE.search(item.name)
                        else None if stat.S_ISREG(mode) or stat.S_ISDIR(mode)
                        else f"{_kind(mode)}, not a regular file: not followed or read")
             if stat.S_ISDIR(mode) and refused is None:
                 yield from self._walk(Path(item.path), wanted)
             elif inside or refused:
-                yield Entry(key, info.st_size, str(info.st_mtime_ns), refused)
+                yield Entry(_escaped(key) if refused is NOT_UTF8 else key, info.st_size,
+                            str(info.st_mtime_ns), refused)
 
     def local_copy(self, key: str, directory: Path) -> Path:
         return self._regular(key)  # already local: read in place

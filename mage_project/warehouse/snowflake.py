@@ -207,9 +207,34 @@ def prepare_file_load(conn, entity: Entity) -> None:
                 " (row_number number(19,0), reason varchar, raw_line varchar)")
 
 
+# What a local path cannot hold in a PUT, and why: the connector finds a quoted path's end at its
+# next quote (for GCS stages, escaped or not) and expands the path as a glob; Snowflake reads a
+# backslash in a string as an escape; the stand-in reads the path as a URL.
+_PUT_UNSAFE = {"'": "a quote ends the quoted path", "\\": "a backslash is an escape in a string",
+               "*": "a glob pattern", "?": "a glob pattern or a URL's query", "[": "a glob pattern",
+               "]": "a glob pattern", "%": "a URL escape", "#": "a URL's fragment"}
+
+
+def put_location(path: Path) -> str:
+    """The quoted ``'file://...'`` of a PUT of the local ``path`` (whose file name may be a glob
+    of ours, ``*``); ``ConfigError`` when the path holds what a PUT cannot carry (a quote, a
+    backslash, glob or URL characters, a control character), naming the setting to change."""
+    location = path.resolve().as_posix()
+    folder, _, name = location.rpartition("/")
+    found = sorted({c for c in folder + name.replace("*", "")
+                    if c in _PUT_UNSAFE or ord(c) < 32 or ord(c) == 127})
+    if found:
+        why = "; ".join(f"{c!r}: {_PUT_UNSAFE.get(c, 'a control character')}" for c in found)
+        raise config.ConfigError(
+            f"cannot PUT {location!r} to Snowflake: its local path holds {why}. Set WORK_DIR"
+            " (or PROJECT_DATA_DIR) to a folder whose path has none of them")
+    return f"'file://{location}'"
+
+
 def _put(cur, path: Path, folder: str) -> None:
-    location = str(path.resolve()).replace("\\", "/").replace("'", "\\'")
-    cur.execute(f"put 'file://{location}' @{ident(STAGE)}/{folder}/"
+    if not _NAME.fullmatch(folder):  # a stage path of ours (a table's name): never quoted text
+        raise ValueError(f"not a plain stage folder: {folder!r}")
+    cur.execute(f"put {put_location(path)} @{ident(STAGE)}/{folder}/"
                 " auto_compress = true overwrite = true")
 
 

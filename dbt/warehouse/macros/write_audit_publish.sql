@@ -11,11 +11,25 @@
 {%- endmacro %}
 
 
+{# A schema or table name the publish writes into its SQL: dbt quotes a name without escaping a
+   quote in it, and a schema goes into string literals too. So a name that is not plain (as dbt
+   names the models) is refused, before any statement of the publish runs. #}
+{% macro plain_name(name, what) -%}
+    {%- if not modules.re.fullmatch('[A-Za-z_][A-Za-z0-9_$]*', name | string) -%}
+        {{ exceptions.raise_compiler_error(
+            what ~ " [" ~ name ~ "] is not a plain name (letters, digits, _ or $, not starting with"
+            ~ " a digit): nothing is published") }}
+    {%- endif -%}
+    {{ name }}
+{%- endmacro %}
+
+
 {# on-run-start: an audit build starts from empty audit schemas, so nothing left from an
    earlier build (a model since removed) is published with it. #}
 {% macro reset_audit_schemas() %}
     {% if execute and var('audit') %}
         {% for schema in var('published_schemas') %}
+            {% do plain_name(schema, 'the published schema') %}
             {% set audit = api.Relation.create(database=target.database, schema=audit_schema_name(schema)) %}
             {% do adapter.drop_schema(audit) %}
             {% do adapter.create_schema(audit) %}
@@ -25,6 +39,9 @@
 
 
 {% macro publish_audit_schemas() %}
+    {% for schema in var('published_schemas') %}
+        {% do plain_name(schema, 'the published schema') %}
+    {% endfor %}
     {% for schema in var('published_schemas') %}
         {% set audit = audit_schema_name(schema) %}
         {% if not adapter.check_schema_exists(target.database, audit) %}
@@ -43,6 +60,9 @@
 {% macro default__publish_schema(schema, audit) %}
     {% set audit_relation = api.Relation.create(database=target.database, schema=audit) %}
     {% set built = list_relations_without_caching(audit_relation) %}
+    {% for row in built %}
+        {% do plain_name(row['name'], 'the relation of ' ~ audit) %}
+    {% endfor %}
     {% call statement('publish_schema', auto_begin=True) %}
         create schema if not exists {{ adapter.quote(schema) }};
         {% for row in built %}
@@ -73,16 +93,21 @@
    it, and the path the tests run must be the one that runs on Snowflake. The published schema
    stays, with its grants; give consumers future grants on it for new tables. #}
 {% macro snowflake__publish_schema(schema, audit) %}
+    {% do plain_name(target.database, 'the database') %}
     {% set published = api.Relation.create(database=target.database, schema=schema) %}
     {% do adapter.create_schema(published) %}
     {% set built = run_query(
         "select table_name, table_type from " ~ adapter.quote(target.database) ~ ".information_schema.tables"
         ~ " where table_schema = '" ~ (audit | upper) ~ "' order by table_name") %}
+    {# Every table checked before the first is cloned: a refusal publishes nothing. #}
     {% for row in built.rows %}
+        {% do plain_name(row[0], 'the table of ' ~ audit) %}
         {% if row[1] != 'BASE TABLE' %}
             {{ exceptions.raise_compiler_error(
                 "cannot publish " ~ audit ~ "." ~ row[0] ~ " (" ~ row[1] ~ "): only tables are published") }}
         {% endif %}
+    {% endfor %}
+    {% for row in built.rows %}
         {% set source = api.Relation.create(
             database=target.database, schema=audit, identifier=row[0], type='table') %}
         {% set destination = api.Relation.create(
