@@ -122,7 +122,7 @@ def failed_files(run_id: str) -> list[tuple[str, str, str | None]]:
     from mage_project import warehouse
 
     db = warehouse.backend()
-    with db.connection() as conn, db.transaction(conn) as cur:
+    with db.connection(config.LOADER) as conn, db.transaction(conn) as cur:
         cur.execute(
             "select file_key, status, error from ops.file_manifest"
             " where run_id = %s and status <> 'loaded' order by file_key",
@@ -220,6 +220,18 @@ def products_command(as_json: bool) -> int:
     return EXIT_SUCCEEDED
 
 
+def roles_command() -> int:
+    """``warehouse roles``: the SQL that creates the project's roles on the configured warehouse."""
+    from mage_project import warehouse
+
+    try:
+        print(warehouse.backend().roles_sql(), end="")
+    except (config.ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line's arguments: each sub-command and its options."""
     parser = argparse.ArgumentParser(prog="python -m mage_project", epilog=f"run's {EXIT_CODES}",
@@ -254,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
                              " Actions shows as annotations; gitlab: a Code Quality report (JSON)")
     check.add_argument("--base", metavar="REF", help="git ref the contracts must stay compatible with"
                                                      " (default: the merge base with main, or HEAD)")
+    roles = sub.add_parser("warehouse", help="the warehouse's administration").add_subparsers(
+        dest="action", required=True)
+    roles.add_parser("roles", help="print the SQL that creates the project's roles (README: Warehouse"
+                                   " roles), for an administrator of the configured warehouse")
     new_product = sub.add_parser("new-product", help="write a new data product: contract, dbt mart,"
                                                      " pipeline and tests that pass check")
     new_product.add_argument("domain", help="the owning domain, e.g. product")
@@ -282,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         from mage_project import scaffold
 
         return scaffold.new_product_command(args.domain, args.name, args.source)
+    if args.command == "warehouse":
+        return roles_command()
     if args.command == "editor":
         from mage_project import editor
 

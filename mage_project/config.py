@@ -88,11 +88,21 @@ def data_dir() -> Path:
     return path
 
 
+# What each of the project's connections may do (README "Warehouse roles"): the owner runs the
+# migrations and owns the schemas; each of the others logs in as its own login (a member of its
+# PostgreSQL role, which the migrations grant), or as POSTGRES_USER where it has none.
+OWNER, LOADER, TRANSFORMER, ANALYST = "owner", "loader", "transformer", "analyst"
+ROLES = (LOADER, TRANSFORMER, ANALYST)
+# The PostgreSQL role of each; on the embedded server, its login too.
+POSTGRES_ROLES = {role: f"mage_{role}" for role in ROLES}
+
+
 @dataclass(frozen=True)
 class PostgresSettings:
     """A PostgreSQL server of one's own (POSTGRES_HOST), or the embedded one (``embedded``):
     then ``pgdata`` says where it keeps its data, and ``host``, ``port`` and ``user`` are None
-    until the warehouse layer (``warehouse.postgres.resolve_settings``) has started it."""
+    until the warehouse layer (``warehouse.postgres.resolve_settings``) has started it.
+    ``role``: the project role whose login this is (one of ``ROLES``; None for the owner)."""
 
     host: str | None
     port: int | None
@@ -102,6 +112,7 @@ class PostgresSettings:
     connect_timeout: int
     embedded: bool
     pgdata: Path | None = None
+    role: str | None = None
 
     def dsn_kwargs(self) -> dict:
         if self.host is None:
@@ -121,15 +132,24 @@ class PostgresSettings:
         return kwargs
 
 
-def postgres() -> PostgresSettings:
-    """The warehouse PostgreSQL: the server in POSTGRES_HOST, else the embedded one.
+def postgres(role: str = OWNER) -> PostgresSettings:
+    """The warehouse PostgreSQL as ``role`` (``OWNER`` or one of ``ROLES``) connects to it: the
+    server in POSTGRES_HOST, else the embedded one.
 
-    Only reads the environment: the embedded server is started by the warehouse layer when it
-    first connects. The names are Mage's own (io_config.yaml uses the same variables).
+    The login is POSTGRES_<ROLE>_USER / POSTGRES_<ROLE>_PASSWORD where set, else POSTGRES_USER /
+    POSTGRES_PASSWORD. Only reads the environment: the embedded server is started by the warehouse
+    layer when it first connects. The names are Mage's own (io_config.yaml uses the same variables).
     """
+    if role != OWNER and role not in ROLES:
+        raise ValueError(f"unknown warehouse role {role!r}: one of {(OWNER, *ROLES)}")
     timeout = _number("POSTGRES_CONNECT_TIMEOUT", 10, int, minimum=1)
     dbname = _get("POSTGRES_DBNAME")
+    if dbname is not None and (bad := sorted({c for c in dbname if c in "\"'\\" or ord(c) < 32})):
+        # The driver quotes any name, but dbt writes the database between quotes unescaped.
+        raise ConfigError(f"bad setting: POSTGRES_DBNAME={dbname!r} holds {', '.join(map(repr, bad))}:"
+                          " name the database without quotes, backslashes or control characters")
     host = _get("POSTGRES_HOST")
+    granted = None if role == OWNER else role
     if host is None:
         return PostgresSettings(
             host=None,
@@ -140,15 +160,18 @@ def postgres() -> PostgresSettings:
             connect_timeout=timeout,
             embedded=True,
             pgdata=_data_path() / "postgres",
+            role=granted,
         )
+    own = f"POSTGRES_{role.upper()}_USER"
     return PostgresSettings(
         host=host,
         port=_port("POSTGRES_PORT", 5432),
         dbname=dbname or require("POSTGRES_DBNAME"),
-        user=require("POSTGRES_USER"),
-        password=_get("POSTGRES_PASSWORD"),
+        user=_get(own) or require("POSTGRES_USER"),
+        password=_get(f"POSTGRES_{role.upper()}_PASSWORD") if _get(own) else _get("POSTGRES_PASSWORD"),
         connect_timeout=timeout,
         embedded=False,
+        role=granted,
     )
 
 
@@ -202,8 +225,29 @@ class SnowflakeSettings:
         return kwargs
 
 
-def snowflake() -> SnowflakeSettings:
-    """The Snowflake account (WAREHOUSE=snowflake). The names are Mage's own io_config ones."""
+_SNOWFLAKE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+
+
+def _snowflake_name(setting: str, value: str | None) -> str | None:
+    """A Snowflake object's name as set, refused unless plain: dbt-snowflake writes the database
+    unquoted into every relation, and the project quotes only plain names."""
+    if value is not None and not _SNOWFLAKE_NAME.fullmatch(value):
+        raise ConfigError(f"bad setting: {setting}={value!r} is not a plain name (letters, digits, _"
+                          " or $, not starting with a digit)")
+    return value
+
+
+def snowflake_role(role: str) -> str | None:
+    """SNOWFLAKE_<ROLE>_ROLE: the Snowflake role the project's ``role`` connects in, if set."""
+    return _get(f"SNOWFLAKE_{role.upper()}_ROLE")
+
+
+def snowflake(role: str = OWNER) -> SnowflakeSettings:
+    """The Snowflake account (WAREHOUSE=snowflake) as ``role`` connects to it: the role
+    SNOWFLAKE_<ROLE>_ROLE where set (the grants of ``warehouse roles``), else SNOWFLAKE_ROLE.
+    The names are Mage's own io_config ones."""
+    if role != OWNER and role not in ROLES:
+        raise ValueError(f"unknown warehouse role {role!r}: one of {(OWNER, *ROLES)}")
     protocol = (_get("SNOWFLAKE_PROTOCOL") or "https").lower()
     if protocol not in ("https", "http"):
         raise ConfigError(f"bad setting: SNOWFLAKE_PROTOCOL={protocol!r} is not https or http")
@@ -211,9 +255,10 @@ def snowflake() -> SnowflakeSettings:
         account=require("SNOWFLAKE_ACCOUNT"),
         user=require("SNOWFLAKE_USER"),
         password=require("SNOWFLAKE_PASSWORD"),
-        database=require("SNOWFLAKE_DATABASE"),
-        warehouse=require("SNOWFLAKE_WAREHOUSE"),
-        role=_get("SNOWFLAKE_ROLE"),
+        database=_snowflake_name("SNOWFLAKE_DATABASE", require("SNOWFLAKE_DATABASE")),
+        warehouse=_snowflake_name("SNOWFLAKE_WAREHOUSE", require("SNOWFLAKE_WAREHOUSE")),
+        role=_snowflake_name(f"SNOWFLAKE_{role.upper()}_ROLE" if snowflake_role(role) else "SNOWFLAKE_ROLE",
+                             snowflake_role(role) or _get("SNOWFLAKE_ROLE")),
         host=_get("SNOWFLAKE_HOST"),
         port=_port("SNOWFLAKE_PORT", 0) if _get("SNOWFLAKE_PORT") else None,
         protocol=protocol,

@@ -29,7 +29,7 @@ def main() -> int:
     elapsed = _run_pipelines(run_id, start, end)
     if elapsed is None:
         return 1
-    with db.connection() as conn:
+    with db.connection(config.TRANSFORMER) as conn:
         with db.transaction(conn) as cur:
             _print_activity(db, cur, run_id, start, end, elapsed, where)
         with db.transaction(conn) as cur:

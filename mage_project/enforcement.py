@@ -65,6 +65,20 @@ def check_published(db, cur, products: Iterable[Product], *, relation: Callable[
     return results
 
 
+def grant_reads(db, cur, products: Iterable[Product], *, relation: Callable[[str], str]) -> dict:
+    """Let the analyst role read, of every table the products declare in a published schema, the
+    columns its contract does not classify pii (``relation`` as for ``check_published``).
+    Returns {table: columns granted}."""
+    granted = {}
+    for product in products:
+        for table in product.tables:
+            if table.schema in PUBLISHED_SCHEMAS:
+                columns = [c.name for c in table.columns if c.classification != "pii"]
+                db.grant_reads(cur, relation(table.name), columns)
+                granted[table.name] = columns
+    return granted
+
+
 @dataclass(frozen=True)
 class Rows:
     """The rows a check reads: all of a table's, or those of ``predicate`` (SQL with ``%s``

@@ -6,8 +6,9 @@ import logging
 import secrets
 from datetime import UTC, datetime
 
+from mage_project import config
 from mage_project.entities import Entity
-from mage_project.warehouse import backend, backend_for
+from mage_project.warehouse import backend, backend_for, migrate
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,8 @@ def record_failed_run(pipeline: str, run_id: str, error: str, *, window_start=No
     """Record a failed run in ``ops.pipeline_runs`` of the configured warehouse, in its own
     transaction (after the run's own rollback)."""
     db = backend()
-    with db.connection() as conn:
-        db.migrate(conn)
+    migrate(db)
+    with db.connection(config.LOADER) as conn:
         with db.transaction(conn) as cur:
             record_run(cur, run_id=run_id, pipeline=pipeline, window_start=window_start,
                        window_end=window_end, status="failed", started_at=started_at,

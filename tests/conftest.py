@@ -20,6 +20,7 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
+from mage_project import config
 from mage_project.warehouse import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +70,9 @@ def pg_server():
     root = Path(tempfile.mkdtemp(prefix="mage-project-pg-"))
     pgdata = root / "pgdata"
     server = embedded.ensure_running(pgdata)
+    # The project's roles, as logins: each test database is used as a deployment with a login per
+    # role would be (the ``warehouse`` fixture).
+    embedded.ensure_database(server, "postgres", tuple(config.POSTGRES_ROLES.values()))
     yield server
     embedded.stop(pgdata)
     shutil.rmtree(root, ignore_errors=True)
@@ -84,7 +88,8 @@ def _admin(server):
 
 @pytest.fixture
 def warehouse(pg_server, monkeypatch):
-    """A fresh database on the embedded server, selected through the POSTGRES_* settings."""
+    """A fresh database on the embedded server, selected through the POSTGRES_* settings: the
+    superuser owns it (and migrates it), each role of the project logs in as its own login."""
     dbname = f"test_{uuid.uuid4().hex[:12]}"
     admin = _admin(pg_server)
     with admin.cursor() as cur:
@@ -93,6 +98,8 @@ def warehouse(pg_server, monkeypatch):
     monkeypatch.setenv("POSTGRES_PORT", str(pg_server.port))
     monkeypatch.setenv("POSTGRES_USER", pg_server.user)
     monkeypatch.setenv("POSTGRES_DBNAME", dbname)
+    for role, login in config.POSTGRES_ROLES.items():
+        monkeypatch.setenv(f"POSTGRES_{role.upper()}_USER", login)
     conn = psycopg2.connect(
         host=pg_server.socket_dir, port=pg_server.port, user=pg_server.user, dbname=dbname
     )

@@ -90,8 +90,8 @@ def pending_drops(zone: LandingZone | None = None) -> list[DropFile]:
     """Files new or rewritten since they were last seen: one listing and one query, no reads."""
     zone = zone or LandingZone(config.landing_url())
     db = warehouse.backend()
-    with db.connection() as conn:
-        db.migrate(conn)
+    warehouse.migrate(db)
+    with db.connection(config.LOADER) as conn:
         with db.transaction(conn) as cur:
             seen = db.files_last_seen(cur)
     return [f for f in list_drops(zone) if seen.get(f.key) != (f.size, f.tag)]
@@ -127,7 +127,7 @@ def load_file(zone: LandingZone, drop: DropFile, run_id: str) -> dict:
         known.update(checksum=sha256_of(local), size=local.stat().st_size)
         result = dict(known)
         db = warehouse.backend()
-        with db.connection() as conn:
+        with db.connection(config.LOADER) as conn:
             db.prepare_file_load(conn, drop.entity)
             with db.transaction(conn) as cur:
                 result.update(_load_version(db, cur, drop, local, work, run_id, result))
@@ -198,7 +198,7 @@ def _record_not_loaded(drop: DropFile, run_id: str, known: dict, status: str, er
     result = {**known, "status": status, "error": error, "recorded": False}
     try:
         db = warehouse.backend()
-        with db.connection() as conn, db.transaction(conn) as cur:
+        with db.connection(config.LOADER) as conn, db.transaction(conn) as cur:
             result["version"] = db.last_file_version(cur, drop.key) + 1
             _record(db, cur, {"file_key": drop.key, "version": result["version"],
                           "entity": drop.entity.table, "size_bytes": known["size"],

@@ -94,8 +94,8 @@ def check_raw_file_drops(run_id: str) -> dict:
     """The raw-load gate. Returns a summary of the checks; raises QualityGateFailed when an
     error-level check failed (after storing every result and alerting the owners)."""
     db = warehouse.backend()
-    with db.connection() as conn:
-        db.migrate(conn)
+    warehouse.migrate(db)
+    with db.connection(config.LOADER) as conn:
         with db.transaction(conn) as cur:
             unpassed = _unpassed(cur)
             versions = [version for version, _checked in unpassed]
@@ -176,8 +176,8 @@ def plan_build(run_id: str, select: str | None = None) -> dict:
     loaded file version has not passed the raw gate, or when another run holds the lease past
     RUN_LOCK_TIMEOUT_SECONDS."""
     db = warehouse.backend()
-    with db.connection() as conn:
-        db.migrate(conn)
+    warehouse.migrate(db)
+    with db.connection(config.TRANSFORMER) as conn:
         _require_gate_passed(db, conn)
         inputs, up_to_date = _inputs_published(db, conn, select)
         if up_to_date:
@@ -212,7 +212,7 @@ def build_still_planned(plan: dict) -> bool:
     if plan["up_to_date"]:
         return False
     db = warehouse.backend()
-    with db.connection() as conn, db.transaction(conn) as cur:
+    with db.connection(config.TRANSFORMER) as conn, db.transaction(conn) as cur:
         holder = _holder(db, cur)
     if holder != plan["run_id"]:
         log.warning("%s: run %s no longer holds the marts' build lease (held by %s): not "
@@ -230,7 +230,7 @@ def publish_build(plan: dict) -> dict:
     run_id, target = plan["run_id"], Path(plan["target_path"])
     failpoint("publish_start")
     db = warehouse.backend()
-    with db.connection() as conn:
+    with db.connection(config.TRANSFORMER) as conn:
         try:
             _require_lease(db, conn, run_id)
             try:
@@ -268,7 +268,8 @@ def _require_contracts_kept(db, conn, run_id: str, summary: dict, pipeline: str 
                             products: list | None = None) -> list:
     """Hold the audited marts to their products' contracts (``mage_project.enforcement``), store
     every result in ops.quality_results, and refuse to publish, naming each product, table,
-    column and rule broken, when one is; the owning domains are alerted."""
+    column and rule broken, when one is; the owning domains are alerted. When they are kept, the
+    analyst role is granted the columns the contracts allow (``enforcement.grant_reads``)."""
     products = contracts.load_products() if products is None else products
     with db.transaction(conn) as cur:
         # A retry of the block (Mage's retry_config) after a broken contract alerts no one again.
@@ -284,6 +285,8 @@ def _require_contracts_kept(db, conn, run_id: str, summary: dict, pipeline: str 
             alerts.send_contract_alert(pipeline, run_id, broken, list(products))
         raise QualityGateFailed("not publishing the marts: they break their contracts: "
                                 + "; ".join(enforcement.violations(broken)))
+    with db.transaction(conn) as cur:
+        enforcement.grant_reads(db, cur, products, relation=transform.audit_relation)
     return results
 
 
@@ -297,8 +300,8 @@ def build_and_publish(model: str, run_id: str, pipeline: str) -> dict:
     passed the raw gate, as for warehouse_elt. Returns the build's summary, with ``published``."""
     db = warehouse.backend()
     target = transform.run_target_path(run_id)
-    with db.connection() as conn:
-        db.migrate(conn)
+    warehouse.migrate(db)
+    with db.connection(config.TRANSFORMER) as conn:
         _require_gate_passed(db, conn)
         _take_lease(db, conn, run_id)
         try:
@@ -344,7 +347,7 @@ def store_failed_build(run_id: str) -> int:
     target = transform.run_target_path(run_id)
     db = warehouse.backend()
     stored = 0
-    with db.connection() as conn:
+    with db.connection(config.TRANSFORMER) as conn:
         try:
             if (target / "run_results.json").exists():
                 stored = len(_store_tests(db, conn, run_id, transform.summary(target)))

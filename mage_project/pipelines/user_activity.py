@@ -106,8 +106,8 @@ def fetch(
 def _planned_window(window_start, window_end, execution_date) -> Window | None:
     """The run's window, read against the warehouse's watermark (migrated first)."""
     db = warehouse.backend()
-    with db.connection() as conn:
-        db.migrate(conn)
+    warehouse.migrate(db)
+    with db.connection(config.LOADER) as conn:
         with db.transaction(conn) as cur:
             return resolve_window(cur, window_start, window_end, execution_date)
 
@@ -185,8 +185,8 @@ def load(validated: dict) -> dict:
         return summary
     t0 = time.monotonic()
     db = warehouse.backend()
-    with db.connection() as conn:
-        db.migrate(conn)
+    warehouse.migrate(db)
+    with db.connection(config.LOADER) as conn:
         db.prepare_upsert(conn, ENTITY)  # Snowflake: its DDL commits, so before the transaction
         try:
             with db.transaction(conn) as cur:

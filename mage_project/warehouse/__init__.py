@@ -20,7 +20,7 @@ from mage_project.warehouse.errors import (
 from mage_project.warehouse.interface import Warehouse
 
 __all__ = ["DuplicateKeyError", "RunLockError", "Warehouse", "WarehouseError",
-           "WarehouseUnavailable", "backend", "backend_for"]
+           "WarehouseUnavailable", "backend", "backend_for", "migrate"]
 
 
 def backend(kind: str | None = None) -> Warehouse:
@@ -31,6 +31,13 @@ def backend(kind: str | None = None) -> Warehouse:
     else:
         from mage_project.warehouse import postgres as module
     return cast(Warehouse, module)
+
+
+def migrate(db: Warehouse) -> list[str]:
+    """``db``'s migrations (and its roles' grants), applied as the owner of its schemas, in a
+    connection of their own: the work that follows connects in its own role."""
+    with db.connection(config.OWNER) as conn:
+        return db.migrate(conn)
 
 
 def backend_for(conn_or_cursor) -> Warehouse:

@@ -39,7 +39,9 @@ def ensure_running(pgdata: Path) -> EmbeddedServer:
     )
 
 
-def ensure_database(server: EmbeddedServer, dbname: str) -> None:
+def ensure_database(server: EmbeddedServer, dbname: str, logins: tuple[str, ...] = ()) -> None:
+    """Create the database ``dbname`` and the login roles ``logins`` (without a password: the
+    server listens only on its socket, in the data directory) when they do not exist yet."""
     conn = psycopg2.connect(
         host=server.socket_dir, port=server.port, user=server.user, dbname="postgres"
     )
@@ -52,6 +54,13 @@ def ensure_database(server: EmbeddedServer, dbname: str) -> None:
                     cur.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
                 except psycopg2.errors.DuplicateDatabase:
                     pass  # another process created it first
+            for name in logins:
+                cur.execute("select 1 from pg_roles where rolname = %s", (name,))
+                if cur.fetchone() is None:
+                    try:
+                        cur.execute(sql.SQL("create role {} login").format(sql.Identifier(name)))
+                    except (psycopg2.errors.DuplicateObject, psycopg2.errors.UniqueViolation):
+                        pass  # another process created it first
     finally:
         conn.close()
 

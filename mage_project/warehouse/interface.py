@@ -77,12 +77,19 @@ class Warehouse(Protocol):
     def describe(self) -> str:
         """Where the configured warehouse is, for people (no connection made)."""
 
-    def connect(self) -> Any:
-        """A connection to the configured warehouse (the embedded PostgreSQL started if it is
-        the one); raises WarehouseUnavailable when none can be opened."""
+    def connect(self, role: str) -> Any:
+        """A connection to the configured warehouse as the project role ``role`` (config.OWNER,
+        who migrates, or one of config.ROLES: loader, transformer, analyst), the embedded
+        PostgreSQL started if it is the one; raises WarehouseUnavailable when none can be opened."""
 
-    def connection(self) -> AbstractContextManager[Any]:
-        """``connect()``, closed on leaving."""
+    def connection(self, role: str) -> AbstractContextManager[Any]:
+        """``connect(role)``, closed on leaving."""
+
+    def roles_sql(self) -> str:
+        """The SQL that creates the project's roles and their grants, for an administrator."""
+
+    def grant_reads(self, cur: Any, relation: str, columns: list[str]) -> None:
+        """Let the analyst role read ``columns`` of ``relation`` (``schema.table``), and no other."""
 
     def transaction(self, conn: Any) -> AbstractContextManager[Any]:
         """A cursor in one transaction: committed on success, rolled back on error."""

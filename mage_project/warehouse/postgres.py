@@ -53,14 +53,15 @@ NAME = "postgres"
 
 def resolve_settings(settings: config.PostgresSettings | None = None) -> config.PostgresSettings:
     """The configured PostgreSQL's settings, ready to connect with: for the embedded server,
-    started if it is not running (and its database created), its socket, port and user."""
+    started if it is not running (and its database and the project's login roles created), its
+    socket, port, and the login of the settings' role (the server's superuser for the owner)."""
     settings = settings or config.postgres()
     if not settings.embedded:
         return settings
     server = embedded.ensure_running(settings.pgdata)
-    embedded.ensure_database(server, settings.dbname)
-    return dataclasses.replace(settings, host=server.socket_dir, port=server.port,
-                               user=server.user)
+    embedded.ensure_database(server, settings.dbname, tuple(config.POSTGRES_ROLES.values()))
+    user = config.POSTGRES_ROLES[settings.role] if settings.role else server.user
+    return dataclasses.replace(settings, host=server.socket_dir, port=server.port, user=user)
 
 
 def describe() -> str:
@@ -69,18 +70,20 @@ def describe() -> str:
     return f"{where}/{settings.dbname}"
 
 
-def connect():
-    settings = resolve_settings()
+def connect(role: str):
+    """A connection as the project role ``role`` (config.OWNER or one of config.ROLES)."""
+    settings = resolve_settings(config.postgres(role))
     try:
         return psycopg2.connect(**settings.dsn_kwargs())
     except psycopg2.OperationalError as exc:
-        raise WarehouseUnavailable(
-            f"cannot connect to PostgreSQL ({describe()}): {str(exc).strip()}") from exc
+        login = f"the {settings.role}'s login " if settings.role else ""
+        raise WarehouseUnavailable(f"cannot connect to PostgreSQL ({describe()}) as {login}"
+                                   f"{settings.user}: {str(exc).strip()}") from exc
 
 
 @contextmanager
-def connection():
-    conn = connect()
+def connection(role: str):
+    conn = connect(role)
     try:
         yield conn
     finally:
@@ -117,13 +120,29 @@ def streaming_cursor(conn):
 
 
 def dbt_environment() -> dict[str, str]:
-    """The resolved connection settings (the embedded server's, started if need be)."""
+    """The resolved connection settings (the embedded server's, started if need be). For the
+    embedded server, the login of each role too, and POSTGRES_USER (io_config.yaml's, for the
+    editor's SQL blocks) the analyst's: what a deployment's own logins would be."""
     settings = resolve_settings()
     env = {"POSTGRES_HOST": str(settings.host), "POSTGRES_PORT": str(settings.port),
-           "POSTGRES_USER": str(settings.user), "POSTGRES_DBNAME": settings.dbname}
-    if settings.password:
-        env["POSTGRES_PASSWORD"] = settings.password
+           "POSTGRES_DBNAME": settings.dbname}
+    if not settings.embedded:
+        return env
+    env["POSTGRES_OWNER_USER"] = str(settings.user)
+    for role, name in config.POSTGRES_ROLES.items():
+        env[f"POSTGRES_{role.upper()}_USER"] = name
+    env["POSTGRES_USER"] = config.POSTGRES_ROLES["analyst"]
     return env
+
+
+def grant_reads(cur, relation: str, columns: list[str]) -> None:
+    """The analyst role reads ``columns`` of ``relation`` and no other (column privileges)."""
+    target = sql.Identifier(*relation.split("."))
+    analyst = sql.Identifier(config.POSTGRES_ROLES["analyst"])
+    cur.execute(sql.SQL("revoke all on {} from {}").format(target, analyst))
+    if columns:
+        cur.execute(sql.SQL("grant select ({}) on {} to {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)), target, analyst))
 
 
 def row_count(cur, schema: str, table: str) -> int:
@@ -136,13 +155,26 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
+def _sql_files(folder: str) -> list:
+    return sorted((f for f in resources.files("mage_project.warehouse").joinpath(folder).iterdir()
+                   if f.name.endswith(".sql")), key=lambda f: f.name)
+
+
+def _roles_file(name: str) -> str:
+    return resources.files("mage_project.warehouse").joinpath(f"sql/roles/{name}").read_text(
+        encoding="utf-8")
+
+
+def roles_sql() -> str:
+    """The SQL that creates the project's roles: an administrator runs it where the owner may not
+    create roles (the owner's migrations grant them, ``postgres_grants.sql``)."""
+    return _roles_file("postgres_roles.sql")
+
+
 def migrate(conn) -> list[str]:
-    """Apply the project's migrations not yet applied, in order, under a lock. Returns their names."""
-    files = sorted(
-        (f for f in resources.files("mage_project.warehouse").joinpath("sql/postgres").iterdir()
-         if f.name.endswith(".sql")),
-        key=lambda f: f.name,
-    )
+    """Apply the project's migrations not yet applied, in order, under a lock, then the roles'
+    grants when they changed since last applied (``roles_sql``). Returns the names applied.
+    Run as the owner of the schemas."""
     applied = []
     with conn:
         with conn.cursor() as cur:
@@ -154,15 +186,36 @@ def migrate(conn) -> list[str]:
             )
             cur.execute("select name from ops.schema_migrations")
             done = {name for (name,) in cur.fetchall()}
-            for f in files:
+            for f in _sql_files("sql/postgres"):
                 if f.name in done:
                     continue
                 cur.execute(f.read_text(encoding="utf-8"))
                 cur.execute("insert into ops.schema_migrations (name) values (%s)", (f.name,))
                 applied.append(f.name)
+            roles = roles_sql() + _roles_file("postgres_grants.sql")
+            name = f"roles@{hashlib.sha256(roles.encode()).hexdigest()[:12]}"
+            if name not in done and _apply_roles(cur, roles):
+                cur.execute("insert into ops.schema_migrations (name) values (%s)", (name,))
+                applied.append(name)
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
     return applied
+
+
+def _apply_roles(cur, roles: str) -> bool:
+    """Run the roles' SQL in a savepoint; False, with a warning, where the roles do not exist and
+    the owner may not create them (the migrations apply it again until it is done)."""
+    cur.execute("savepoint roles")
+    try:
+        cur.execute(roles)
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        cur.execute("rollback to savepoint roles")
+        log.warning("the project's warehouse roles are not set up: %s. An administrator runs the SQL"
+                    " of `python -m mage_project warehouse roles` (README: Warehouse roles)",
+                    str(exc).strip().splitlines()[0])
+        return False
+    cur.execute("release savepoint roles")
+    return True
 
 
 def acquire_run_lock(cur, pipeline: str, timeout_seconds: float) -> None:

@@ -80,10 +80,11 @@ def describe() -> str:
     return f"Snowflake {where}/{settings.database}"
 
 
-def connect():
+def connect(role: str):
+    """A connection as the project role ``role`` (config.OWNER or one of config.ROLES)."""
     import snowflake.connector
 
-    settings = config.snowflake()
+    settings = config.snowflake(role)
     try:
         return snowflake.connector.connect(**settings.connect_kwargs())
     except snowflake.connector.errors.Error as exc:
@@ -91,8 +92,8 @@ def connect():
 
 
 @contextmanager
-def connection():
-    conn = connect()
+def connection(role: str):
+    conn = connect(role)
     try:
         yield conn
     finally:
@@ -130,6 +131,30 @@ def dbt_environment() -> dict[str, str]:
 def row_count(cur, schema: str, table: str) -> int:
     cur.execute(f"select count(*) from {ident(schema, table)}")  # noqa: S608 - ident() names
     return int(cur.fetchone()[0])
+
+
+def roles_sql() -> str:
+    """The SQL that creates the project's roles and grants them, for the configured database and
+    warehouse (an administrator runs it: the project's own user does not manage roles)."""
+    settings = config.snowflake()
+    text = resources.files("mage_project.warehouse").joinpath("sql/roles/snowflake_roles.sql").read_text(
+        encoding="utf-8")
+    return text.replace("{database}", ident(settings.database)).replace(
+        "{warehouse}", ident(settings.warehouse))
+
+
+def grant_reads(cur, relation: str, columns: list[str]) -> None:
+    """The analyst role (SNOWFLAKE_ANALYST_ROLE; none set: the project's roles are not in use)
+    reads ``relation`` when ``columns`` are all of its columns: Snowflake has no column
+    privileges, so a table with a column withheld is not granted at all."""
+    role = config.snowflake_role(config.ANALYST)
+    if role is None:
+        return
+    schema, _, table = relation.partition(".")
+    every = [c.name for c in table_columns(cur, schema, table)]
+    action = ("grant select on table {} to role {}" if set(every) <= {c.lower() for c in columns}
+              else "revoke select on table {} from role {}")
+    cur.execute(action.format(ident(schema, table), ident(role)))
 
 
 def migrate(conn) -> list[str]:

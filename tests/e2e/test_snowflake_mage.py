@@ -7,6 +7,7 @@ from datetime import date
 
 import pytest
 from conftest import run_cli
+from support import run_log
 
 from mage_project import config
 from mage_project.landing import LandingZone
@@ -16,6 +17,8 @@ from mage_project.sources.file_drops import write_drops
 pytestmark = pytest.mark.e2e
 
 SIM = {"seed": 11, "events_per_day": 300, "users": 120}
+
+
 
 
 def rows(conn, statement):
@@ -29,11 +32,11 @@ def test_both_pipelines_run_on_snowflake(snowflake_warehouse, monkeypatch):
         monkeypatch.setenv("ACTIVITY_API_TOKEN", "t0ken")
         ingest = run_cli("run", "user_activity_ingest", "--start", "2026-11-01", "--end", "2026-11-03")
     assert ingest.returncode == 0, ingest.stderr[-3000:]
-    assert "load_reconciles passed" in ingest.stdout + ingest.stderr
+    assert "load_reconciles passed" in run_log(ingest.stdout)
 
     elt = run_cli("run", "warehouse_elt")
     assert elt.returncode == 0, elt.stderr[-3000:]
-    output = elt.stdout + elt.stderr
+    output = run_log(elt.stdout)
     for check in ("file_loads_reconcile", "raw_quality_passed", "dbt_build_passed", "marts_published"):
         assert f"{check} passed" in output, f"block test {check} did not run"
     conn = snowflake_warehouse
@@ -45,7 +48,7 @@ def test_both_pipelines_run_on_snowflake(snowflake_warehouse, monkeypatch):
     # Nothing new: nothing loaded, the marts are up to date and not rebuilt.
     again = run_cli("run", "warehouse_elt")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "'up_to_date': True" in again.stdout + again.stderr
+    assert "'up_to_date': True" in run_log(again.stdout)
     assert rows(conn, "select count(*) from ops.marts_publications") == [(1,)]
     assert rows(conn, "select status, rows_fetched, rows_loaded from ops.pipeline_runs"
                       " where pipeline = 'warehouse_elt' order by finished_at desc limit 1") == [

@@ -37,7 +37,7 @@ def backend(request):
     request.getfixturevalue("warehouse" if request.param == "postgres" else "snowflake_warehouse")
     db = warehouse.backend()
     assert db.NAME == request.param
-    with db.connection() as conn:
+    with db.connection("owner") as conn:
         db.migrate(conn)
         with db.transaction(conn) as cur:
             cur.execute("create schema if not exists contract_test")
@@ -236,7 +236,7 @@ def test_a_build_that_breaks_a_contract_is_not_published_and_its_domain_is_alert
                 + len(t.quality) for name, t in tables.items()}
     assert len(promises) >= 4 and promises["marts.dim_customers"] > 1
     db = warehouse.backend()
-    with db.connection() as conn:
+    with db.connection("owner") as conn:
         # The first build's checks all passed; the second's failed on dim_customers only.
         assert rows(db, conn, "select run_id, passed, count(*) from ops.quality_results where"
                               " check_kind = 'contract' and table_name like 'marts.%'"
@@ -279,7 +279,7 @@ def test_each_load_is_held_to_its_raw_tables_contract_and_rows_that_break_it_are
     first = load_new_files("load-1")
     assert (first["loaded"], first["failed"], first["error"]) == (4, 0, 0)  # crm: a snapshot too
     db = warehouse.backend()
-    with db.connection() as conn:
+    with db.connection("owner") as conn:
         conn.cursor().execute("alter table raw.crm__customers add column nickname text")
         conn.commit()
     write_drops(zone, date(2026, 11, 2), date(2026, 11, 3), snapshot=False, **PARAMS)
@@ -298,7 +298,7 @@ def test_each_load_is_held_to_its_raw_tables_contract_and_rows_that_break_it_are
     assert alert["Subject"] == ("[mage_project] platform/file_drops: not loaded, its contract is broken"
                                 " (warehouse_elt run load-2)")
     assert "raw.crm__customers.nickname: schema" in alert.get_content()
-    with db.connection() as conn:
+    with db.connection("owner") as conn:
         assert rows(db, conn, "select run_id, table_name, passed, count(*) from ops.quality_results"
                               " where check_kind = 'contract' group by 1, 2, 3 order by 1, 2, 3") == [
             ("load-1", "raw.billing__payments", True, raw_promises("raw.billing__payments")),
@@ -319,7 +319,7 @@ def test_an_api_run_whose_rows_break_the_raw_contract_keeps_nothing_and_the_next
         request, monkeypatch, kind):
     request.getfixturevalue("warehouse" if kind == "postgres" else "snowflake_warehouse")
     db = warehouse.backend()
-    with db.connection() as conn:
+    with db.connection("owner") as conn:
         db.migrate(conn)
         conn.cursor().execute("alter table raw.user_activity add column extra text")
         conn.commit()
@@ -336,7 +336,7 @@ def test_an_api_run_whose_rows_break_the_raw_contract_keeps_nothing_and_the_next
         assert str(broken.value) == ("product/user_activity raw.user_activity.extra: schema: column extra"
                                      " is not in the contract")
         assert alert["To"] == "product-analytics@example.com"
-        with db.connection() as conn:
+        with db.connection("owner") as conn:
             # Nothing of the run: no row, no watermark, no run recorded; the checks say why.
             assert rows(db, conn, "select count(*) from raw.user_activity") == [(0,)]
             assert rows(db, conn, "select count(*) from ops.watermarks") == [(0,)]
@@ -346,7 +346,7 @@ def test_an_api_run_whose_rows_break_the_raw_contract_keeps_nothing_and_the_next
             conn.commit()
         loaded = user_activity.load(user_activity.validate(user_activity.fetch(**window)))
     assert loaded["status"] == "success" and loaded["rows_loaded"] > 0
-    with db.connection() as conn:
+    with db.connection("owner") as conn:
         checks = f"select passed, count(*) from ops.quality_results where run_id = '{loaded['run_id']}'" \
             " group by 1"  # noqa: S608 - the test's own run id
         assert rows(db, conn, checks) == [(True, raw_promises("raw.user_activity"))]

@@ -356,7 +356,7 @@ def test_raw_tables_match_their_entity_declarations(warehouse):
     from mage_project.entities import ENTITIES, FILE_ENTITIES
     from mage_project.warehouse import postgres
 
-    with postgres.connection() as conn:
+    with postgres.connection("owner") as conn:
         postgres.migrate(conn)
     for entity in [*ENTITIES.values(), *FILE_ENTITIES.values()]:
         declared = [(c.name, c.pg_type, not c.required) for c in entity.columns]

@@ -3,9 +3,6 @@ names; landing keys; settings) with quotes, semicolons, newlines, backslashes an
 carried by the driver (a bound value, ``psycopg2.sql.Identifier``) or refused with a clear error
 before any SQL is built from it, on PostgreSQL and on the Snowflake stand-in (fakesnow), the
 write-audit-publish macro and the ``PUT`` of the Snowflake loads included.
-
-Where a hostile value is still taken as it is and breaks later, the test says what is expected
-and is marked ``xfail(strict=True)``: the fix belongs to ``mage_project.config``.
 """
 
 from __future__ import annotations
@@ -150,9 +147,6 @@ def test_every_dbt_model_has_a_plain_name_which_the_publish_macro_accepts():
     assert names and all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", n) for n in names), names
 
 
-@pytest.mark.xfail(strict=True, reason="config.snowflake() takes the value as it is: it should refuse "
-                   "a name that is not plain (dbt-snowflake writes the database into every relation "
-                   "unquoted)")
 @pytest.mark.parametrize("setting", ["SNOWFLAKE_DATABASE", "SNOWFLAKE_WAREHOUSE", "SNOWFLAKE_ROLE"])
 def test_a_hostile_snowflake_setting_is_refused_before_connecting(monkeypatch, setting):
     for name, value in {"SNOWFLAKE_ACCOUNT": "acme", "SNOWFLAKE_USER": "loader",
@@ -167,8 +161,9 @@ def test_a_hostile_snowflake_setting_is_refused_before_connecting(monkeypatch, s
 # --- PostgreSQL ----------------------------------------------------------------------------------
 
 
-DATABASES = ['a"b; drop table raw.user_activity; --', "line\nbreak 'quote",
-             "ünïcödé $(id) back\\slash", "dbname=postgres"]
+# Names the driver quotes, and dbt too; and those dbt cannot quote, which the settings refuse.
+DATABASES = ["semi; colon -- drop", "ünïcödé $(id)", "dbname=postgres"]
+REFUSED_DATABASES = ['a"b; drop table raw.user_activity; --', "line\nbreak", "it's", "back\\slash"]
 
 
 @pytest.fixture
@@ -192,13 +187,13 @@ def hostile_database(pg_server, monkeypatch, request):
 def test_a_postgres_database_named_with_quotes_newlines_and_unicode_migrates_and_loads(
         hostile_database, zone):
     db = warehouses.backend()
-    with db.connection() as conn:
+    with db.connection("owner") as conn:
         applied = db.migrate(conn)
         assert query(conn, "select current_database()") == [(os.environ["POSTGRES_DBNAME"],)]
     assert applied[0] == "001_foundation.sql"
     loaded = load_one(zone)
     assert (loaded["status"], loaded["rows_loaded"]) == ("loaded", 1)
-    with db.connection() as conn:
+    with db.connection("owner") as conn:
         assert query(conn, "select customer_id, _file_key from raw.crm__customers") == [
             (1, f"{FOLDER}/export.csv")]
         assert query(conn, "select file_key, status from ops.file_manifest") == [
@@ -207,22 +202,14 @@ def test_a_postgres_database_named_with_quotes_newlines_and_unicode_migrates_and
     assert query(hostile_database, "select to_regnamespace('ops')") == [(None,)]
 
 
-@pytest.mark.xfail(strict=True, reason="dbt quotes a database name without escaping a quote in it: "
-                   "config.postgres() should refuse POSTGRES_DBNAME with a quote (or dbt run on it)")
-@pytest.mark.parametrize("hostile_database", ["it's \"quoted\""], ids=repr, indirect=True)
-def test_dbt_publishes_on_a_postgres_database_named_with_quotes_or_it_is_refused(hostile_database):
-    db = warehouses.backend()
-    try:
-        with db.connection() as conn:
-            conn.autocommit = True
-            query(conn, "create schema marts__audit; create table marts__audit.fct_ok (id int);"
-                        " select 1")
-        transform.publish()
-    except config.ConfigError as exc:
-        assert "POSTGRES_DBNAME" in str(exc)
-        return
-    with db.connection() as conn:
-        assert query(conn, "select to_regclass('marts.fct_ok') is not null") == [(True,)]
+@pytest.mark.parametrize("name", REFUSED_DATABASES, ids=repr)
+def test_a_postgres_database_name_dbt_cannot_quote_is_refused_before_connecting(monkeypatch, name):
+    monkeypatch.setenv("POSTGRES_HOST", "/nonexistent")
+    monkeypatch.setenv("POSTGRES_USER", "loader")
+    monkeypatch.setenv("POSTGRES_DBNAME", name)
+    with pytest.raises(config.ConfigError, match=r"bad setting: POSTGRES_DBNAME=.* holds .*: name the "
+                                                 "database without quotes, backslashes or control"):
+        config.postgres()
 
 
 def test_a_hostile_landing_key_is_stored_verbatim_on_postgres(warehouse, zone):
@@ -262,10 +249,10 @@ BREAKOUT = 's" set schema marts;drop table raw.user_activity;commit;--'
 
 
 def test_the_publish_refuses_a_hostile_table_in_the_audit_schema_on_postgres(warehouse):
-    warehouses.backend().migrate(warehouse)
-    with warehouse.cursor() as cur:
-        cur.execute("create schema if not exists marts; create table marts.fct_ok (id int);"
-                    " insert into marts.fct_ok values (1)")
+    db = warehouses.backend()
+    warehouses.migrate(db)
+    with db.connection("transformer") as conn, db.transaction(conn) as cur:  # as dbt builds
+        cur.execute("create table marts.fct_ok (id int); insert into marts.fct_ok values (1)")
         cur.execute("create schema marts__audit; create table marts__audit.fct_ok (id int);"
                     " create sequence marts__audit.s")
         cur.execute(sql.SQL("create table {} (id int)").format(sql.Identifier("marts__audit", BREAKOUT)))

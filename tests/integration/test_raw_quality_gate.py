@@ -262,7 +262,7 @@ def test_rows_are_checked_in_chunks_with_the_same_result(warehouse, zone):
     load_new_files()
     (checksum,), = query(warehouse, "select checksum from ops.file_manifest")
     versions = [quality.FileVersion(FILE_ENTITIES["billing/payments"], key, checksum)]
-    with postgres.connection() as conn:
+    with postgres.connection("owner") as conn:
         chunked = quality.run_expectations(conn, versions, chunk_rows=4, sample_size=5)
         whole = quality.run_expectations(conn, versions, sample_size=5)
     assert [(r.check_name, r.passed, r.observed) for r in chunked] == [

@@ -126,7 +126,7 @@ def test_second_writer_waits_for_the_lock_then_gives_up_with_a_clear_message(
 ):
     simulator()
     validated = user_activity.validate(user_activity.fetch(window_start=START, window_end=END))
-    holder = postgres.connect()
+    holder = postgres.connect("owner")
     with holder.cursor() as cur:
         cur.execute("begin")
         postgres.acquire_run_lock(cur, "user_activity_ingest", 5)

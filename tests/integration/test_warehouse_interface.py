@@ -38,7 +38,7 @@ def call_shape(function, drop_self: bool = False) -> list[tuple]:
 
 @pytest.mark.parametrize("module", [postgres, snowflake], ids=["postgres", "snowflake"])
 def test_each_backend_implements_every_member_with_the_interfaces_signature(module):
-    assert len(members()) == 36
+    assert len(members()) == 38
     for name in members():
         assert callable(getattr(module, name, None)), f"{module.NAME} lacks {name}"
         assert call_shape(getattr(module, name)) == call_shape(
@@ -61,7 +61,7 @@ def db(request):
     request.getfixturevalue(BACKENDS[request.param])
     backend = warehouse.backend()
     assert backend.NAME == request.param
-    with backend.connection() as conn:
+    with backend.connection("owner") as conn:
         assert "001" in backend.migrate(conn)[0]
         assert backend.migrate(conn) == []  # applied once
     return backend
@@ -80,7 +80,7 @@ def valid_file(tmp_path, name: str, *events: list[str]):
 
 
 def rows(db, statement: str, params=None) -> list[tuple]:
-    with db.connection() as conn, db.transaction(conn) as cur:
+    with db.connection("owner") as conn, db.transaction(conn) as cur:
         cur.execute(statement, params)
         return [tuple(r) for r in cur.fetchall()]
 
@@ -88,7 +88,7 @@ def rows(db, statement: str, params=None) -> list[tuple]:
 def test_a_duplicate_key_raises_the_projects_error_and_copies_nothing(db, tmp_path):
     twice = valid_file(tmp_path, "twice.csv", event(1), event(2), event(1))
     clean = valid_file(tmp_path, "clean.csv", event(1), event(2, kind="purchase", amount="9.5"))
-    with db.connection() as conn:
+    with db.connection("owner") as conn:
         db.prepare_upsert(conn, ENTITY)
         with db.transaction(conn) as cur:
             with pytest.raises(warehouse.DuplicateKeyError, match="user_activity"):
@@ -105,7 +105,7 @@ def test_a_duplicate_key_raises_the_projects_error_and_copies_nothing(db, tmp_pa
 def test_load_rows_upserts_the_latest_delivery_and_changes_no_row_again(db, tmp_path):
     first = valid_file(tmp_path, "a.csv", event(1), event(2), event(1, kind="purchase",
                                                                           amount="3.25"))
-    with db.connection() as conn:
+    with db.connection("owner") as conn:
         db.prepare_upsert(conn, ENTITY)
         with db.transaction(conn) as cur:
             # Delivered twice in the run: the straight copy (if any) falls back to the upsert.
@@ -127,7 +127,7 @@ def test_rejects_are_kept_once_per_record(db, tmp_path):
                     + csv_line(["run-1", "f.csv", "2", "bad type", '{"x": 1}'])
                     + csv_line(["run-1", "f.csv", "3", "no key", '{"y": 2}']))
     for new in (2, 0):
-        with db.connection() as conn:
+        with db.connection("owner") as conn:
             db.prepare_upsert(conn, ENTITY)
             with db.transaction(conn) as cur:
                 assert db.insert_rejects(cur, ENTITY, [path]) == (2, new)
@@ -136,7 +136,7 @@ def test_rejects_are_kept_once_per_record(db, tmp_path):
 
 
 def test_a_transaction_commits_or_leaves_nothing(db):
-    with db.connection() as conn:
+    with db.connection("owner") as conn:
         with pytest.raises(ZeroDivisionError), db.transaction(conn) as cur:
             db.upsert_watermark(cur, ENTITY, DAY, "run-1")
             1 / 0  # noqa: B018
@@ -155,7 +155,7 @@ def test_a_runs_row_keeps_the_counts_recorded_and_the_latest_error(db):
             "window_end": DAY + timedelta(days=1), "status": "success", "rows_fetched": 10,
             "rows_loaded": 8, "rows_rejected": 2, "rows_duplicate": 0, "rows_changed": 8,
             "error": None}
-    with db.connection() as conn:
+    with db.connection("owner") as conn:
         with db.transaction(conn) as cur:
             db.upsert_run(cur, base)
             assert db.window_loaded_before(cur, ENTITY.pipeline, DAY + timedelta(hours=1),
@@ -173,7 +173,7 @@ def test_a_runs_row_keeps_the_counts_recorded_and_the_latest_error(db):
 
 
 def test_the_write_lock_is_taken_in_a_transaction(db):
-    with db.connection() as conn, db.transaction(conn) as cur:
+    with db.connection("owner") as conn, db.transaction(conn) as cur:
         db.acquire_run_lock(cur, ENTITY.pipeline, 5)
         db.acquire_run_lock(cur, "warehouse_elt", 5)
 
@@ -182,7 +182,7 @@ def test_the_write_lock_is_taken_in_a_transaction(db):
 def test_a_second_writer_gets_run_lock_error_on_postgres():
     # fakesnow lets two transactions update one row at once, so the Snowflake wait cannot be
     # shown on the stand-in; its translation is the next test.
-    with postgres.connection() as holder, postgres.connection() as other:
+    with postgres.connection("owner") as holder, postgres.connection("owner") as other:
         postgres.migrate(holder)
         with postgres.transaction(holder) as cur:
             postgres.acquire_run_lock(cur, ENTITY.pipeline, 5)
@@ -209,7 +209,7 @@ def test_snowflakes_lock_timeout_leaves_as_run_lock_error():
 def test_a_lease_is_held_by_one_run_until_given_up_or_expired(db):
     name, now = "warehouse_elt:marts", datetime.now(UTC)
     later, holder = now + timedelta(hours=3), ("host", "boot", 42)
-    with db.connection() as conn, db.transaction(conn) as cur:
+    with db.connection("owner") as conn, db.transaction(conn) as cur:
         assert db.read_lease(cur, name).run_id is None
         assert db.take_lease(cur, name, "run-1", now, later, holder)
         assert not db.take_lease(cur, name, "run-2", now, later, (None, None, None))
@@ -235,7 +235,7 @@ def test_a_lease_is_held_by_one_run_until_given_up_or_expired(db):
 def test_table_columns_are_read_in_order_with_one_spelling_of_their_types(db):
     """raw.user_activity as each warehouse holds it (its migration's DDL): the same canonical
     types on both, whatever each warehouse calls them."""
-    with db.connection() as conn, db.transaction(conn) as cur:
+    with db.connection("owner") as conn, db.transaction(conn) as cur:
         columns = db.table_columns(cur, "raw", "user_activity")
         assert db.table_columns(cur, "raw", "no_such_table") == []
     # amount is numeric on PostgreSQL, number(38,10) on Snowflake (its migrations).
@@ -261,7 +261,7 @@ def test_file_manifests(db):
     key = "crm/customers/2026-11-03/customers.csv"
     row = {"file_key": key, "entity": "crm__customers", "size_bytes": 120, "checksum": "c1",
            "run_id": "run-1", "source_tag": "t1"}
-    with db.connection() as conn, db.transaction(conn) as cur:
+    with db.connection("owner") as conn, db.transaction(conn) as cur:
         assert (db.last_file_version(cur, key), db.latest_file_content(cur, key)) == (0, None)
         db.record_file_version(cur, {**row, "version": 1, "status": "loaded", "rows_total": 3,
                                      "rows_loaded": 2, "rows_rejected": 1})
@@ -276,11 +276,11 @@ def test_file_manifests(db):
 
 
 def test_a_streaming_cursor_fetches_in_chunks(db):
-    with db.connection() as conn, db.transaction(conn) as cur:
+    with db.connection("owner") as conn, db.transaction(conn) as cur:
         for n in range(5):
             db.upsert_run(cur, {"run_id": f"run-{n}", "pipeline": "p", "status": "success",
                                 "error": None})
-    with db.connection() as conn:
+    with db.connection("owner") as conn:
         cur = db.streaming_cursor(conn)
         cur.execute("select run_id from ops.pipeline_runs order by run_id")
         assert [len(cur.fetchmany(2)) for _ in range(4)] == [2, 2, 1, 0]
@@ -295,13 +295,13 @@ def test_an_unreachable_warehouse_raises_warehouse_unavailable(db, monkeypatch):
     monkeypatch.setenv("SNOWFLAKE_PORT", port)
     monkeypatch.setenv("SNOWFLAKE_LOGIN_TIMEOUT", "2")
     with pytest.raises(warehouse.WarehouseUnavailable, match=f"cannot connect to .*{port}"):
-        db.connect()
+        db.connect("owner")
 
 
 def test_describe_and_the_dbt_environment(db):
     env = db.dbt_environment()
     if db.NAME == "postgres":
         assert db.describe().endswith(f"/{env['POSTGRES_DBNAME']}")
-        assert set(env) == {"POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_DBNAME"}
+        assert set(env) == {"POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DBNAME"}  # the logins are the user's
     else:
         assert db.describe().startswith("Snowflake 127.0.0.1:") and env == {}

@@ -95,7 +95,7 @@ def test_any_batch_loads_into_postgresql_without_a_failed_copy(warehouse, tmp_pa
 
     directory = tmp_path_factory.mktemp("landing")
     _, counts = _land_and_validate(directory, batch)
-    with postgres.connection() as conn:
+    with postgres.connection("owner") as conn:
         postgres.migrate(conn)
         with postgres.transaction(conn) as cur:
             cur.execute("truncate raw.user_activity, raw.user_activity_rejects")

@@ -333,7 +333,7 @@ def test_two_ingest_runs_of_one_window_started_together_load_it_once(warehouse, 
     # A third writer holds the write lock until both runs wait for it: then they load together
     # whatever the machine's scheduling (a fresh clone's CI once started the second run after
     # the first had ended).
-    holder = postgres.connect()
+    holder = postgres.connect("owner")
     try:
         with holder.cursor() as cur:
             cur.execute("select pg_advisory_xact_lock(%s)",
@@ -503,7 +503,7 @@ def test_a_scheduler_run_and_a_command_line_run_of_one_window_load_it_once(wareh
              "scheduler", "--host", "127.0.0.1", "--port", str(free_port())],
             cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     # A third writer holds the write lock until both runs wait for it: then they load together.
-    holder = postgres.connect()
+    holder = postgres.connect("owner")
     try:
         with holder.cursor() as cur:
             cur.execute("select pg_advisory_xact_lock(%s)",
@@ -547,7 +547,7 @@ def test_finished_at_is_when_the_run_finished(warehouse, simulator):
     simulator()
     validated = user_activity.validate(user_activity.fetch(
         window_start=START, window_end=datetime(2026, 11, 1, 6, tzinfo=UTC)))
-    holder = postgres.connect()
+    holder = postgres.connect("owner")
     result: dict = {}
     try:
         with holder.cursor() as cur:

@@ -10,7 +10,7 @@ from datetime import date
 
 import pytest
 from conftest import query
-from support import END, expected_rows, loaded_rows
+from support import END, expected_rows, loaded_rows, run_log
 
 from mage_project import config
 from mage_project.landing import LandingZone
@@ -21,6 +21,8 @@ pytestmark = pytest.mark.reliability
 
 WINDOW = ("run", "user_activity_ingest", "--start", "2026-11-01", "--end", "2026-11-03")
 FULL = "[Errno 28] No space left on device"
+
+
 
 
 class HalfWritten(AssertionError):
@@ -69,8 +71,9 @@ def test_a_full_work_dir_fails_the_file_loads_and_the_build_then_next_run_loads_
     run = Run("run", "warehouse_elt", "--run-id", "faulty")
     assert run.wait() == 1, run.output()[-4000:]
     output = run.output()
+    log = run_log(output)
     for key in keys:  # each file tried, each failing for a reason of ours, not its content
-        assert f"{key} could not be loaded (OSError: {FULL}" in output
+        assert f"{key} could not be loaded (OSError: {FULL}" in log
     # The build cannot write its artifacts either: the run fails, its failure callback having
     # given the lease up.
     (failed,) = [line for line in output.splitlines() if line.startswith("warehouse_elt run faulty failed: ")]

@@ -8,6 +8,7 @@ sink, and stopping a process group. Beside it, code only the tests call:
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import threading
@@ -15,6 +16,7 @@ import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from email import message_from_bytes, policy
+from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
@@ -128,3 +130,12 @@ def run_steps(**kwargs) -> dict:
     from mage_project.pipelines import user_activity
 
     return user_activity.load(user_activity.validate(user_activity.fetch(**kwargs)))
+
+
+def run_log(output: str) -> str:
+    """The run's log file (Mage's output, the blocks' @tests, the library's log records), as the
+    last line of ``output`` (its stdout when it succeeded, its stderr when not) names it."""
+    last = output.rstrip("\n").rpartition("\n")[2]
+    named = re.search(r"(?:\(log: |Mage's output: )(.+)\)$", last)
+    assert named, f"the run's last line names no log file: {last!r}"
+    return Path(named[1]).read_text()
