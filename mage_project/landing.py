@@ -68,14 +68,12 @@ HIDDEN = "a hidden name (starting with '.'): not read; rename it to load it"
 NOT_UTF8 = ("a name that is not UTF-8 (listed with its undecodable bytes as \\xNN): not read;"
             " rename it to load it")
 # An undecodable byte of a file name, as the file system hands it over (surrogateescape): no
-# warehouse stores it, so such a key is listed escaped (normalize.visible), and refused.
+# warehouse stores it, so such a key is listed with each such byte as \xNN, and refused.
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 
 def _escaped(key: str) -> str:
-    from mage_project.normalize import visible  # normalize imports this module
-
-    return visible(key)
+    return _UNDECODABLE.sub(lambda m: f"\\x{ord(m[0]) - 0xDC00:02x}", key)
 
 
 @dataclass(frozen=True)
