@@ -417,7 +417,8 @@ def test_simulator_rejects_a_cursor_of_another_window(serve):
     )
 
 
-def test_command_line_serves_the_same_stream_until_sigterm():
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_command_line_serves_the_same_stream_until_a_signal_then_frees_its_port(signum):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -431,7 +432,7 @@ def test_command_line_serves_the_same_stream_until_sigterm():
             with make_client(f"http://127.0.0.1:{port}", token="cli-token") as client:
                 events = list(client.iter_events(START, END))
         finally:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signum)
             _, stderr = process.communicate(timeout=10)
 
     assert banner == f"serving on http://127.0.0.1:{port}"
@@ -439,3 +440,6 @@ def test_command_line_serves_the_same_stream_until_sigterm():
     assert json.dumps(events) == json.dumps(list(generate_events(START, END)))
     assert client.stats["retries"] == 1
     assert (process.returncode, stderr) == (0, "")
+    with socket.socket() as probe:  # nothing listens there any more
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
