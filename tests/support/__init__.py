@@ -9,6 +9,7 @@ sink, and stopping a process group. Beside it, code only the tests call:
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -139,3 +140,15 @@ def run_log(output: str) -> str:
     named = re.search(r"(?:\(log: |Mage's output: )(.+)\)$", last)
     assert named, f"the run's last line names no log file: {last!r}"
     return Path(named[1]).read_text()
+
+
+def project_copy(tmp_path: Path) -> Path:
+    """The files ``python -m mage_project check`` reads, copied to ``tmp_path/project``."""
+    root = tmp_path / "project"
+    project = Path(__file__).resolve().parents[2]
+    for name in ("contracts", "pipelines", "data_loaders", "transformers", "data_exporters",
+                 "dbt/warehouse/models", "dbt/warehouse/macros", "mage_project/warehouse/sql/postgres"):
+        shutil.copytree(project / name, root / name)
+    for name in ("io_config.yaml", "metadata.yaml", ".secrets.baseline"):
+        shutil.copy(project / name, root / name)
+    return root

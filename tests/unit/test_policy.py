@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from support import project_copy
 
 from mage_project import policy
 
@@ -38,16 +38,6 @@ def test_every_rule_has_a_test_that_makes_it_fire():
 
 # ---------------------------------------------------------------------------------------------
 # The project copies.
-
-def project_copy(tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    for name in ("contracts", "pipelines", "data_loaders", "transformers", "data_exporters",
-                 "dbt/warehouse/models", "dbt/warehouse/macros", "mage_project/warehouse/sql/postgres"):
-        shutil.copytree(ROOT / name, root / name)
-    for name in ("io_config.yaml", "metadata.yaml", ".secrets.baseline"):
-        shutil.copy(ROOT / name, root / name)
-    return root
-
 
 @pytest.fixture
 def root(tmp_path) -> Path:

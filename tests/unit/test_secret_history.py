@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support import project_copy
 
 from mage_project import policy
 
@@ -37,12 +38,7 @@ def commit(root: Path, message: str) -> str:
 @pytest.fixture
 def repo(tmp_path) -> Path:
     """A git repository of a copy of the project: one commit, which holds the baseline."""
-    root = tmp_path / "project"
-    for name in ("contracts", "pipelines", "data_loaders", "transformers", "data_exporters",
-                 "dbt/warehouse/models", "dbt/warehouse/macros", "mage_project/warehouse/sql/postgres"):
-        shutil.copytree(ROOT / name, root / name)
-    for name in ("io_config.yaml", "metadata.yaml", ".secrets.baseline"):
-        shutil.copy(ROOT / name, root / name)
+    root = project_copy(tmp_path)
     git(root, "init", "-q", "-b", "main")
     commit(root, "base")
     return root
