@@ -228,8 +228,8 @@ def roles_command() -> int:
         print(warehouse.backend().roles_sql(), end="")
     except (config.ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return EXIT_BAD_SETTINGS
+    return EXIT_SUCCEEDED
 
 
 def build_parser() -> argparse.ArgumentParser:

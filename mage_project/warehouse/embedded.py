@@ -54,13 +54,13 @@ def ensure_database(server: EmbeddedServer, dbname: str, logins: tuple[str, ...]
                     cur.execute(sql.SQL("create database {}").format(sql.Identifier(dbname)))
                 except psycopg2.errors.DuplicateDatabase:
                     pass  # another process created it first
-            for name in logins:
-                cur.execute("select 1 from pg_roles where rolname = %s", (name,))
-                if cur.fetchone() is None:
-                    try:
-                        cur.execute(sql.SQL("create role {} login").format(sql.Identifier(name)))
-                    except (psycopg2.errors.DuplicateObject, psycopg2.errors.UniqueViolation):
-                        pass  # another process created it first
+            cur.execute("select rolname from pg_roles where rolname = any(%s)", (list(logins),))
+            existing = {name for (name,) in cur.fetchall()}
+            for name in (n for n in logins if n not in existing):
+                try:
+                    cur.execute(sql.SQL("create role {} login").format(sql.Identifier(name)))
+                except (psycopg2.errors.DuplicateObject, psycopg2.errors.UniqueViolation):
+                    pass  # another process created it first
     finally:
         conn.close()
 

@@ -631,11 +631,13 @@ REFUSED = {
 
 
 @pytest.mark.parametrize("edit", EDITS)
-def test_the_owner_edits_nothing_in_place(stack, owner, edit):
+@pytest.mark.parametrize("who", ["owner", "viewer"])
+def test_no_one_edits_in_place(stack, request, who, edit):
+    """Not the owner (the launcher's guard_pipeline_edits), nor a viewer (Mage's policies)."""
     method, path, payload = EDITS[edit]
     with repo_unchanged_by_mage():
-        answer = api(stack.services["mage-web"], method, path, owner, payload)
-    assert refusal(answer) == (403, REFUSED["owner"][edit]), answer
+        answer = api(stack.services["mage-web"], method, path, request.getfixturevalue(who), payload)
+    assert refusal(answer) == (403, REFUSED[who][edit]), answer
 
 
 @pytest.fixture(scope="module")
@@ -666,14 +668,6 @@ def test_a_viewer_reads_the_pipelines_and_runs_nothing(stack, viewer):
     assert refusal(run) == (403, "Unauthorized operation create on pipeline_runs, failed condition."), run
     assert refusal(api(web, "GET", "/api/users", viewer)) == (
         403, "Unauthorized operation list on users, failed condition.")
-
-
-@pytest.mark.parametrize("edit", EDITS)
-def test_a_viewer_edits_nothing(stack, viewer, edit):
-    method, path, payload = EDITS[edit]
-    with repo_unchanged_by_mage():
-        answer = api(stack.services["mage-web"], method, path, viewer, payload)
-    assert refusal(answer) == (403, REFUSED["viewer"][edit]), answer
 
 
 GUARD_TWICE = """
