@@ -44,10 +44,11 @@ EXIT_CODES = f"""exit status:
 
 def _record_failure(pipeline: str, variables: dict, error: BaseException, started: float) -> list[str]:
     """The failed run into ops.pipeline_runs and its alert sent: what of it did not happen."""
-    from mage_project import alerts
+    from mage_project import alerts, lineage
     from mage_project.runs import record_failed_run
 
     reason, missed = f"{type(error).__name__}: {error}", []
+    lineage.run_failed(pipeline, variables["run_id"], reason)  # unless its block's FAIL ended it
     try:
         record_failed_run(
             pipeline,
@@ -182,6 +183,11 @@ def run_command(args: argparse.Namespace) -> int:
         except Exception as exc:
             error = exc
             missed = _record_failure(pipeline, variables, exc, started)
+        except KeyboardInterrupt:
+            from mage_project import lineage
+
+            lineage.abort(pipeline, run_id, "interrupted (SIGINT) on the command line")
+            raise
     if error is not None:
         return _fail(pipeline, run_id, error, shown.failed, log_file, missed)
     elapsed = time.monotonic() - started
@@ -277,6 +283,23 @@ def build_parser() -> argparse.ArgumentParser:
     new_product.add_argument("--from", dest="source", metavar="SOURCE",
                              help="the dbt model or raw table (schema.table) it selects from"
                                   " (default: raw.user_activity)")
+    lineage = sub.add_parser("lineage", help="the lineage hub (an OpenLineage receiver) and the graph"
+                                             " of what it stored").add_subparsers(dest="action",
+                                                                                  required=True)
+    serve = lineage.add_parser("serve", help="receive OpenLineage events on POST /api/v1/lineage into"
+                                             " ops.lineage_events (key: LINEAGE_HUB_API_KEY)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=5000, help="port to bind (default: 5000)")
+    graph = lineage.add_parser("graph", help="datasets and jobs from every producer's events, sources"
+                                             " first, to the data products")
+    graph.add_argument("--dataset", metavar="NAME", help="only what is up- and downstream of it"
+                                                         " (namespace/name, or a name's unique end)")
+    graph.add_argument("--column", metavar="COL", help="with --dataset: the column's upstream columns")
+    graph.add_argument("--format", choices=("text", "json", "dot", "mermaid"), default="text")
+    impact = lineage.add_parser("impact", help="what is downstream of a dataset or column, and whose"
+                                               " products those are")
+    impact.add_argument("target", metavar="DATASET[.COLUMN]")
+    impact.add_argument("--format", choices=("text", "json"), default="text")
     return parser
 
 
@@ -300,6 +323,14 @@ def main(argv: list[str] | None = None) -> int:
         return scaffold.new_product_command(args.domain, args.name, args.source)
     if args.command == "warehouse":
         return roles_command()
+    if args.command == "lineage":
+        from mage_project.lineage import commands
+
+        if args.action == "serve":
+            return commands.serve_command(args.host, args.port)
+        if args.action == "graph":
+            return commands.graph_command(args.dataset, args.column, args.format)
+        return commands.impact_command(args.target, args.format)
     if args.command == "editor":
         from mage_project import editor
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -441,4 +441,33 @@ def smtp() -> SmtpSettings:
         ssl=_flag("SMTP_SSL", False),
         mail_from=_get("ALERT_EMAIL_FROM", "mage-pipelines@localhost"),
         to=to,
+    )
+
+
+@dataclass(frozen=True)
+class LineageSettings:
+    """Where the OpenLineage events of every run go (README "Lineage"): a file per event under
+    ``directory`` always, and to ``url`` (``POST {url}/api/v1/lineage``) when set."""
+
+    enabled: bool
+    directory: Path
+    namespace: str  # the jobs' namespace: this deployment's name among the company's producers
+    url: str | None
+    api_key: str | None = field(repr=False)
+    timeout_seconds: float
+    retry_after_seconds: float  # after a failed delivery, how long runs only queue events
+
+
+def lineage() -> LineageSettings:
+    url = _get("OPENLINEAGE_URL")
+    if url is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise ConfigError(f"bad setting: OPENLINEAGE_URL={url!r} is not an http(s) URL")
+    return LineageSettings(
+        enabled=not _flag("OPENLINEAGE_DISABLED", False),
+        directory=_data_path() / "lineage",
+        namespace=_get("OPENLINEAGE_NAMESPACE", "mage_project"),
+        url=url.rstrip("/") if url else None,
+        api_key=_get("OPENLINEAGE_API_KEY"),
+        timeout_seconds=_number("OPENLINEAGE_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=120),
+        retry_after_seconds=_number("OPENLINEAGE_RETRY_AFTER_SECONDS", 60.0, minimum=0),
     )

@@ -95,11 +95,18 @@ def record_run(cur, **values) -> None:
 
 def record_block_failure(mage_kwargs: dict, error) -> None:
     """A block failed under Mage: record its pipeline's run (the failure callback)."""
+    from mage_project import lineage
+
+    reason = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+    run_id = run_id_for(mage_kwargs)
+    if mage_kwargs.get("run_id") or mage_kwargs.get("pipeline_run_id") is not None:
+        # A notebook's block belongs to no pipeline run: its own lineage said it failed.
+        lineage.run_failed(mage_kwargs["pipeline_uuid"], run_id, reason)
     try:
         record_failed_run(
             mage_kwargs["pipeline_uuid"],
-            run_id_for(mage_kwargs),
-            f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error,
+            run_id,
+            reason,
             window_start=mage_kwargs.get("window_start"),
             window_end=mage_kwargs.get("window_end"),
         )

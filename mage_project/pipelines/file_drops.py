@@ -34,15 +34,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from mage_project import alerts, config, enforcement, quality, warehouse
+from mage_project import alerts, config, enforcement, lineage, quality, warehouse
 from mage_project.entities import FILE_ENTITIES, Entity
 from mage_project.faults import failpoint
 from mage_project.landing import LandingZone, RefusedKey
+from mage_project.lineage import facets, naming
 from mage_project.normalize import UnreadableFile, normalize_file, visible
 from mage_project.runs import new_run_id
 
 log = logging.getLogger(__name__)
 PIPELINE = "warehouse_elt"
+LOAD_BLOCK = "load_landing_file_drops"
 _LAYOUT = re.compile(r"(?P<prefix>[a-z0-9_]+/[a-z0-9_]+)/(?P<day>\d{4}-\d{2}-\d{2})/[^/]+\.csv(\.gz)?")
 
 
@@ -276,7 +278,28 @@ def load_new_files(run_id: str | None = None, zone: LandingZone | None = None) -
     """
     run_id = run_id or new_run_id()
     zone = zone or LandingZone(config.landing_url())
-    files = [load_file(zone, drop, run_id) for drop in pending_drops(zone)]
+    with lineage.block(PIPELINE, LOAD_BLOCK, run_id) as step:
+        drops = pending_drops(zone)
+        files = [load_file(zone, drop, run_id) for drop in drops]
+        step.inputs, loaded = _lineage_of(zone, drops, files)
+        step.outputs = lineage.tables_written(warehouse.backend(), config.LOADER, loaded)
+        return _summarize(run_id, files)
+
+
+def _lineage_of(zone: LandingZone, drops: list[DropFile], files: list[dict]) -> tuple[list, list]:
+    """The landing prefixes read (as datasets) and the raw tables written, with their rows."""
+    prefixes, rows = {}, {}
+    for drop, loaded in zip(drops, files, strict=True):
+        prefixes.setdefault(drop.entity.landing_prefix(), drop.entity)
+        if loaded["status"] == "loaded":
+            table = drop.entity.qualified_name
+            rows[table] = rows.get(table, 0) + loaded["rows_loaded"]
+    inputs = [facets.files_dataset(naming.landing(zone.url, prefix), output=False)
+              for prefix in sorted(prefixes)]
+    return inputs, sorted(rows.items())
+
+
+def _summarize(run_id: str, files: list[dict]) -> dict:
     with contextlib.suppress(OSError):  # an unusable work dir was each file's error already
         shutil.rmtree(_work_dir(run_id), ignore_errors=True)
     summary = {"run_id": run_id, "pipeline": PIPELINE, "files": files}

@@ -45,6 +45,7 @@ from mage_project import (
     config,
     contracts,
     enforcement,
+    lineage,
     processes,
     quality,
     runs,
@@ -53,9 +54,13 @@ from mage_project import (
 )
 from mage_project.entities import FILE_ENTITIES
 from mage_project.faults import failpoint
+from mage_project.lineage import dbt as dbt_lineage
 
 log = logging.getLogger(__name__)
 PIPELINE = "warehouse_elt"
+# The blocks whose lineage is emitted here (dbt's from its artifacts: Mage runs it alone).
+GATE_BLOCK, PLAN_BLOCK, DBT_BLOCK, PUBLISH_BLOCK = (
+    "check_raw_quality_file_drops", "plan_marts_build", "build_dbt_warehouse", "publish_marts")
 _ENTITIES = {e.table: e for e in FILE_ENTITIES.values()}
 
 
@@ -93,6 +98,11 @@ def _mark(cur, versions: list[quality.FileVersion], status: str, run_id: str) ->
 def check_raw_file_drops(run_id: str) -> dict:
     """The raw-load gate. Returns a summary of the checks; raises QualityGateFailed when an
     error-level check failed (after storing every result and alerting the owners)."""
+    with lineage.block(PIPELINE, GATE_BLOCK, run_id) as step:
+        return _check_raw_file_drops(run_id, step)
+
+
+def _check_raw_file_drops(run_id: str, step) -> dict:
     db = warehouse.backend()
     warehouse.migrate(db)
     with db.connection(config.LOADER) as conn:
@@ -103,6 +113,8 @@ def check_raw_file_drops(run_id: str) -> dict:
             new = not all(checked for _version, checked in unpassed)
             results = enforcement.check_versions(cur, versions)
         results = quality.run_expectations(conn, versions) + results
+        for result in results:
+            step.checks.setdefault(result.table_name, []).append(result)
         conn.rollback()  # end the reading transaction (psycopg2 opens one implicitly)
         failpoint("gate_before_verdict")
         summary = {"run_id": run_id, "file_versions": len(versions), **quality.summary(results)}
@@ -175,6 +187,13 @@ def plan_build(run_id: str, select: str | None = None) -> dict:
     no ``select`` asks for a build): nothing is built, and the dbt block is skipped. Raises when a
     loaded file version has not passed the raw gate, or when another run holds the lease past
     RUN_LOCK_TIMEOUT_SECONDS."""
+    with lineage.block(PIPELINE, PLAN_BLOCK, run_id) as step:
+        plan = _plan_build(run_id, select)
+        step.last = plan["up_to_date"]  # the dbt block and the publish are skipped
+    return plan
+
+
+def _plan_build(run_id: str, select: str | None) -> dict:
     db = warehouse.backend()
     warehouse.migrate(db)
     with db.connection(config.TRANSFORMER) as conn:
@@ -210,13 +229,14 @@ def build_still_planned(plan: dict) -> bool:
     run: building into the audit schema then would overlap that run's build, so it builds
     nothing (and publish_marts, skipped with it, publishes nothing)."""
     if plan["up_to_date"]:
-        return False
+        return False  # plan_marts_build ended the run
     db = warehouse.backend()
     with db.connection(config.TRANSFORMER) as conn, db.transaction(conn) as cur:
         holder = _holder(db, cur)
     if holder != plan["run_id"]:
         log.warning("%s: run %s no longer holds the marts' build lease (held by %s): not "
                     "building them", PIPELINE, plan["run_id"], holder or "no run")
+        lineage.run_completed(PIPELINE, plan["run_id"])  # the rest of the run is skipped
         return False
     return True
 
@@ -228,6 +248,17 @@ def publish_build(plan: dict) -> dict:
     if plan["up_to_date"]:
         return {"models": 0, "tests": 0, "statuses": {}, "published": False, "up_to_date": True}
     run_id, target = plan["run_id"], Path(plan["target_path"])
+    dbt_lineage.emit_build(PIPELINE, run_id, DBT_BLOCK, target)
+    with lineage.block(PIPELINE, PUBLISH_BLOCK, run_id, last=True) as step:
+        published = _publish_build(plan, run_id, target)
+        marts = sorted({t.name for p in contracts.load_products() for t in p.tables
+                        if t.schema == "marts"})
+        step.outputs = lineage.tables_written(warehouse.backend(), config.TRANSFORMER,
+                                              [(table, None) for table in marts])
+    return published
+
+
+def _publish_build(plan: dict, run_id: str, target: Path) -> dict:
     failpoint("publish_start")
     db = warehouse.backend()
     with db.connection(config.TRANSFORMER) as conn:
@@ -347,6 +378,7 @@ def store_failed_build(run_id: str) -> int:
     target = transform.run_target_path(run_id)
     db = warehouse.backend()
     stored = 0
+    dbt_lineage.emit_build(PIPELINE, run_id, DBT_BLOCK, target)
     with db.connection(config.TRANSFORMER) as conn:
         try:
             if (target / "run_results.json").exists():

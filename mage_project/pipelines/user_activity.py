@@ -19,10 +19,11 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 
-from mage_project import alerts, config, enforcement, quality, warehouse
+from mage_project import alerts, config, enforcement, lineage, quality, warehouse
 from mage_project.entities import USER_ACTIVITY as ENTITY
 from mage_project.faults import failpoint
 from mage_project.landing import LandingZone
+from mage_project.lineage import facets, naming
 from mage_project.runs import (
     new_run_id,
     read_watermark,
@@ -30,7 +31,7 @@ from mage_project.runs import (
     window_loaded_before,
     write_watermark,
 )
-from mage_project.sources.activity_api import ActivityApiClient
+from mage_project.sources.activity_api import EVENTS_PATH, ActivityApiClient
 from mage_project.validation import landing_header, landing_row, merge_drift, validate_files
 from mage_project.windows import (
     Window,
@@ -43,6 +44,8 @@ from mage_project.windows import (
 
 log = logging.getLogger(__name__)
 PIPELINE = ENTITY.pipeline
+FETCH, VALIDATE, LOAD = ("fetch_activity_user_activity", "validate_activity_user_activity",
+                         "load_postgres_user_activity")  # the blocks, for their lineage
 
 
 def resolve_window(cur, window_start=None, window_end=None, execution_date=None) -> Window | None:
@@ -76,12 +79,34 @@ def fetch(
     landing = LandingZone(config.landing_url())
     chunk_rows = config.landing_chunk_rows()
     _remove_stale_run_dirs()
-    window = _planned_window(window_start, window_end, execution_date)
-    manifest = {
+    with lineage.block(PIPELINE, FETCH, run_id) as step:
+        window = _planned_window(window_start, window_end, execution_date)
+        manifest = _manifest(run_id, started_at, window, landing, sample_rows,
+                             explicit=bool(window_start or window_end))
+        if window is None:
+            log.info("%s: nothing to fetch yet (watermark is at the execution day)", PIPELINE)
+            return manifest
+        step.window = (manifest["window_start"], manifest["window_end"])
+        with ActivityApiClient(api) as client:
+            _land_window(client, landing, window, manifest, chunk_rows)
+            manifest["api_requests"] = client.stats
+        step.inputs = [facets.files_dataset(naming.http_api(api.url, EVENTS_PATH), output=False)]
+        step.outputs = [_landing_dataset(manifest, output=True)]
+    log.info(
+        "%s: fetched %d events into %d files for [%s, %s)",
+        PIPELINE, manifest["rows_fetched"], len(manifest["files"]),
+        manifest["window_start"], manifest["window_end"],
+    )
+    return manifest
+
+
+def _manifest(run_id: str, started_at: datetime, window: Window | None, landing: LandingZone,
+              sample_rows: int | None, explicit: bool) -> dict:
+    return {
         "run_id": run_id,
         "pipeline": PIPELINE,
         "started_at": started_at.isoformat(),
-        "explicit": bool(window_start or window_end),
+        "explicit": explicit,
         "window_start": window.start.isoformat() if window else None,
         "window_end": window.end.isoformat() if window else None,
         "landing_url": landing.url,
@@ -89,18 +114,14 @@ def fetch(
         "rows_fetched": 0,
         "sample_rows": sample_rows,
     }
-    if window is None:
-        log.info("%s: nothing to fetch yet (watermark is at the execution day)", PIPELINE)
-        return manifest
-    with ActivityApiClient(api) as client:
-        _land_window(client, landing, window, manifest, chunk_rows)
-        manifest["api_requests"] = client.stats
-    log.info(
-        "%s: fetched %d events into %d files for [%s, %s)",
-        PIPELINE, manifest["rows_fetched"], len(manifest["files"]),
-        manifest["window_start"], manifest["window_end"],
-    )
-    return manifest
+
+
+def _landing_dataset(manifest: dict, output: bool):
+    """The landing zone's files of the entity, as one dataset (with this run's counts)."""
+    return facets.files_dataset(
+        naming.landing(manifest["landing_url"], ENTITY.landing_prefix()), output=output,
+        rows=manifest["rows_fetched"], files=len(manifest["files"]),
+        size=sum(f["bytes"] for f in manifest["files"]))
 
 
 def _planned_window(window_start, window_end, execution_date) -> Window | None:
@@ -160,8 +181,16 @@ def validate(manifest: dict) -> dict:
     """Split each landing file into valid rows and rejects; add their files and counts."""
     result = dict(manifest)
     result["validated"] = []
-    if not manifest["files"]:
-        return result
+    with lineage.block(PIPELINE, VALIDATE, manifest["run_id"],
+                       window=(manifest["window_start"], manifest["window_end"])) as step:
+        if not manifest["files"]:
+            return result
+        step.inputs = [_landing_dataset(manifest, output=False)]
+        _validate_files(manifest, result)
+    return result
+
+
+def _validate_files(manifest: dict, result: dict) -> None:
     landing = LandingZone(manifest["landing_url"])
     window = explicit_window(manifest["window_start"], manifest["window_end"])
     run_dir = _run_dir(manifest["run_id"])
@@ -174,15 +203,22 @@ def validate(manifest: dict) -> dict:
     if result["drift"]:
         log.warning("%s: records drifted from the declaration: %s", PIPELINE, result["drift"])
     failpoint("after_validate")
-    return result
 
 
 def load(validated: dict) -> dict:
     """Write the run in one transaction: rows, rejects, watermark and the run's success."""
     summary = _summary(validated)
-    if validated["window_start"] is None:
-        summary["status"] = "success"
-        return summary
+    with lineage.block(PIPELINE, LOAD, validated["run_id"], last=True,
+                       window=(validated["window_start"], validated["window_end"])) as step:
+        if validated["window_start"] is None:
+            summary["status"] = "success"
+            return summary
+        step.inputs = [_landing_dataset(validated, output=False)]
+        _load_window(validated, summary, step)
+    return summary
+
+
+def _load_window(validated: dict, summary: dict, step) -> None:
     t0 = time.monotonic()
     db = warehouse.backend()
     warehouse.migrate(db)
@@ -191,9 +227,10 @@ def load(validated: dict) -> dict:
         try:
             with db.transaction(conn) as cur:
                 db.acquire_run_lock(cur, PIPELINE, config.run_lock_timeout_seconds())
-                _write_run(db, cur, validated, summary)
+                step.checks[ENTITY.qualified_name] = _write_run(db, cur, validated, summary)
                 failpoint("before_commit")
         except enforcement.ContractBroken as exc:
+            step.checks[ENTITY.qualified_name] = exc.results
             # Nothing of the run was kept (rows, rejects, watermark): the next run loads the
             # window again. The checks say why; the owning domain is told.
             with db.transaction(conn) as cur:
@@ -201,9 +238,11 @@ def load(validated: dict) -> dict:
             alerts.send_contract_alert(PIPELINE, validated["run_id"], exc.broken, [exc.product], "loaded")
             raise
     failpoint("after_commit")
+    step.outputs = lineage.tables_written(db, config.LOADER, [
+        (ENTITY.qualified_name, summary["rows_loaded"]),
+        (f"{ENTITY.schema}.{ENTITY.rejects_table}", summary["rejects_new"])])
     summary["load_seconds"] = round(time.monotonic() - t0, 3)
     shutil.rmtree(_run_dir(validated["run_id"]), ignore_errors=True)
-    return summary
 
 
 def _summary(validated: dict) -> dict:
@@ -223,9 +262,9 @@ def _summary(validated: dict) -> dict:
     }
 
 
-def _write_run(db, cur, validated: dict, summary: dict) -> None:
+def _write_run(db, cur, validated: dict, summary: dict) -> list:
     """Inside the load's transaction, under the write lock: the rows, the rejects, the
-    watermark and the run's row; ``summary`` gets the counts."""
+    watermark and the run's row; ``summary`` gets the counts. Returns the contract's checks."""
     run_id = validated["run_id"]
     window = explicit_window(validated["window_start"], validated["window_end"])
     files = [(item["key"], Path(item["valid_path"])) for item in validated["validated"]]
@@ -260,3 +299,4 @@ def _write_run(db, cur, validated: dict, summary: dict) -> None:
         **{**summary, "drift": json.dumps(summary["drift"]) if summary["drift"] else None},
         started_at=datetime.fromisoformat(validated["started_at"]),
     )
+    return checks

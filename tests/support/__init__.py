@@ -152,3 +152,13 @@ def project_copy(tmp_path: Path) -> Path:
     for name in ("io_config.yaml", "metadata.yaml", ".secrets.baseline"):
         shutil.copy(project / name, root / name)
     return root
+
+
+def emitted_events() -> list[dict]:
+    """The OpenLineage events this project wrote (a file per event), oldest first."""
+    import json
+
+    from mage_project import config
+
+    directory = config.lineage().directory / "events"
+    return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
