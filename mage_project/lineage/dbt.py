@@ -15,11 +15,7 @@ import logging
 from pathlib import Path
 
 from openlineage.client.event_v2 import InputDataset, OutputDataset
-from openlineage.client.facet_v2 import (
-    column_lineage_dataset,
-    data_quality_assertions_dataset,
-    schema_dataset,
-)
+from openlineage.client.facet_v2 import data_quality_assertions_dataset, schema_dataset
 
 from mage_project import config
 from mage_project.lineage import emitter, facets, naming, tracking
@@ -135,7 +131,9 @@ def _output(node: dict, result: dict, column_lineage: dict | None) -> OutputData
                                                     description=c.get("description") or None)
             for c in columns.values()])
     if column_lineage:
-        dataset_facets["columnLineage"] = _column_lineage_facet(column_lineage)
+        from mage_project.lineage import columns
+
+        dataset_facets["columnLineage"] = columns.to_client_facet(column_lineage)
     rows = (result.get("adapter_response") or {}).get("rows_affected")
     output_facets = {}
     if isinstance(rows, int) and rows >= 0:
@@ -157,21 +155,6 @@ def _column_lineage(manifest: dict) -> dict:
     except Exception:
         log.exception("could not compute the dbt models' column lineage")
         return {}
-
-
-def _column_lineage_facet(body: dict) -> column_lineage_dataset.ColumnLineageDatasetFacet:
-    """The client's facet of a facet body (``fields``, ``dataset``)."""
-    cl = column_lineage_dataset
-
-    def field(f: dict):
-        return cl.InputField(namespace=f["namespace"], name=f["name"], field=f["field"],
-                             transformations=[cl.Transformation(**t) for t in f.get("transformations", [])])
-    return cl.ColumnLineageDatasetFacet(
-        fields={col: cl.Fields(inputFields=[field(f) for f in spec["inputFields"]],
-                               transformationDescription=spec.get("transformationDescription"),
-                               transformationType=spec.get("transformationType"))
-                for col, spec in body.get("fields", {}).items()},
-        dataset=[field(f) for f in body.get("dataset", [])])
 
 
 def emit_build(pipeline: str, run_id: str, block: str, target: Path) -> None:

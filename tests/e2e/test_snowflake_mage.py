@@ -7,10 +7,11 @@ from datetime import date
 
 import pytest
 from conftest import run_cli
-from support import run_log
+from support import emitted_events, run_log
 
 from mage_project import config
 from mage_project.landing import LandingZone
+from mage_project.lineage import naming, schema
 from mage_project.sources.activity_simulator import ActivitySimulator
 from mage_project.sources.file_drops import write_drops
 
@@ -45,6 +46,7 @@ def test_both_pipelines_run_on_snowflake(snowflake_warehouse, monkeypatch):
     assert rows(conn, "select pipeline, status from ops.pipeline_runs order by 1") == [
         ("user_activity_ingest", "success"), ("warehouse_elt", "success")]
     assert rows(conn, "select count(*) from ops.marts_publications") == [(1,)]
+    assert_lineage_on_snowflake(conn)
     # Nothing new: nothing loaded, the marts are up to date and not rebuilt.
     again = run_cli("run", "warehouse_elt")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -55,3 +57,29 @@ def test_both_pipelines_run_on_snowflake(snowflake_warehouse, monkeypatch):
         ("success", 0, 0)]
     # PostgreSQL was never needed: no embedded server was started.
     assert not (config.data_dir() / "postgres").exists()
+
+
+def assert_lineage_on_snowflake(conn) -> None:
+    """Both runs' events: valid, each run and block started and completed, the tables named as
+    Snowflake names them (snowflake://<account>, DB.SCHEMA.TABLE), their counts the tables'."""
+    events = emitted_events()
+    assert {e["job"]["name"]: schema.validate(e) for e in events if schema.validate(e)} == {}
+    ended = {}
+    for e in events:
+        ended.setdefault(e["run"]["runId"], []).append(e["eventType"])
+    assert {tuple(types) for types in ended.values()} == {("START", "COMPLETE")}
+    namespace, name = naming.table("raw.user_activity")
+    assert namespace == f"snowflake://{config.snowflake().account.lower()}"
+    assert name == f"{config.snowflake().database}.RAW.USER_ACTIVITY".upper()
+    [loaded] = [d for e in events if e["eventType"] == "COMPLETE" for d in e["outputs"]
+                if e["job"]["name"].endswith("load_postgres_user_activity") and d["name"] == name]
+    assert [loaded["outputFacets"]["outputStatistics"]["rowCount"]] == [
+        n for (n,) in rows(conn, "select count(*) from raw.user_activity")]
+    revenue = naming.table("marts.fct_daily_revenue")
+    [mart] = [d for e in events if e["eventType"] == "COMPLETE" for d in e["outputs"]
+              if e["job"]["name"].endswith("build_dbt_warehouse.fct_daily_revenue")
+              and (d["namespace"], d["name"]) == revenue]
+    net = mart["facets"]["columnLineage"]["fields"]["net_revenue"]["inputFields"]
+    assert {(f["name"], f["field"]) for f in net} == {
+        (naming.table("intermediate.int_payments__counted")[1], "amount"),
+        (naming.table("intermediate.int_payments__counted")[1], "is_refunded")}
