@@ -283,21 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
     new_product.add_argument("--from", dest="source", metavar="SOURCE",
                              help="the dbt model or raw table (schema.table) it selects from"
                                   " (default: raw.user_activity)")
-    lineage = sub.add_parser("lineage", help="the lineage hub (an OpenLineage receiver) and the graph"
-                                             " of what it stored").add_subparsers(dest="action",
-                                                                                  required=True)
-    serve = lineage.add_parser("serve", help="receive OpenLineage events on POST /api/v1/lineage into"
-                                             " ops.lineage_events (key: LINEAGE_HUB_API_KEY)")
+    lineage = sub.add_parser("lineage", help="the lineage hub (OpenLineage receiver) and its graph"
+                             ).add_subparsers(dest="action", required=True)
+    serve = lineage.add_parser("serve", help="receive OpenLineage events (key: LINEAGE_HUB_API_KEY)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=5000, help="port to bind (default: 5000)")
-    graph = lineage.add_parser("graph", help="datasets and jobs from every producer's events, sources"
-                                             " first, to the data products")
-    graph.add_argument("--dataset", metavar="NAME", help="only what is up- and downstream of it"
-                                                         " (namespace/name, or a name's unique end)")
+    graph = lineage.add_parser("graph", help="datasets and jobs of every producer, to the products")
+    graph.add_argument("--dataset", metavar="NAME", help="only what is up- and downstream of it")
     graph.add_argument("--column", metavar="COL", help="with --dataset: the column's upstream columns")
     graph.add_argument("--format", choices=("text", "json", "dot", "mermaid"), default="text")
-    impact = lineage.add_parser("impact", help="what is downstream of a dataset or column, and whose"
-                                               " products those are")
+    impact = lineage.add_parser("impact", help="what is downstream of a dataset or column, whose it is")
     impact.add_argument("target", metavar="DATASET[.COLUMN]")
     impact.add_argument("--format", choices=("text", "json"), default="text")
     return parser

@@ -471,3 +471,10 @@ def lineage() -> LineageSettings:
         timeout_seconds=_number("OPENLINEAGE_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=120),
         retry_after_seconds=_number("OPENLINEAGE_RETRY_AFTER_SECONDS", 60.0, minimum=0),
     )
+
+
+def lineage_hub_api_key() -> str | None:
+    """The key producers must present to the lineage hub (``Authorization: Bearer <key>``);
+    None when unset or blank: the hub then takes any event (and says so when it binds beyond
+    the loopback)."""
+    return (_get("LINEAGE_HUB_API_KEY") or "").strip() or None

@@ -176,6 +176,12 @@ def _serve(argv: list[str], url: str, probe: str, name: str) -> subprocess.Popen
             time.sleep(0.2)
 
 
+# The stand-in's administrator (fakesnow takes any password), as the tests connect to create
+# their databases: connect(**FAKESNOW_ADMIN, port=snowflake_server).
+FAKESNOW_ADMIN = {"account": "fakesnow", "user": "admin", "password": "test", "host": "127.0.0.1",
+                  "protocol": "http", "network_timeout": 60}
+
+
 @pytest.fixture(scope="session")
 def snowflake_server():
     """fakesnow's Snowflake-protocol server on 127.0.0.1, from .venv-standins; the tests speak
@@ -195,24 +201,27 @@ def snowflake_server():
     proc.wait(timeout=30)
 
 
+def fakesnow_settings(port: int, database: str) -> dict[str, str]:
+    """The SNOWFLAKE_* settings a user sets for their own account, for the stand-in's ``database``."""
+    return {
+        "SNOWFLAKE_ACCOUNT": "fakesnow", "SNOWFLAKE_USER": "loader",
+        "SNOWFLAKE_PASSWORD": "test", "SNOWFLAKE_WAREHOUSE": "transforming",
+        "SNOWFLAKE_ROLE": "transformer", "SNOWFLAKE_HOST": "127.0.0.1",
+        "SNOWFLAKE_PORT": str(port), "SNOWFLAKE_PROTOCOL": "http",
+        "SNOWFLAKE_DATABASE": database,
+        # A statement the stand-in cannot run answers 500, which the connector retries.
+        "SNOWFLAKE_NETWORK_TIMEOUT": "30",
+    }
+
+
 @pytest.fixture
 def snowflake_warehouse(snowflake_server, monkeypatch):
     """A fresh database on the Snowflake stand-in, selected through WAREHOUSE=snowflake and the
     SNOWFLAKE_* settings a user sets for their own account. Yields a connection to it."""
     import snowflake.connector
 
-    settings = {
-        "SNOWFLAKE_ACCOUNT": "fakesnow", "SNOWFLAKE_USER": "loader",
-        "SNOWFLAKE_PASSWORD": "test", "SNOWFLAKE_WAREHOUSE": "transforming",
-        "SNOWFLAKE_ROLE": "transformer", "SNOWFLAKE_HOST": "127.0.0.1",
-        "SNOWFLAKE_PORT": str(snowflake_server), "SNOWFLAKE_PROTOCOL": "http",
-        "SNOWFLAKE_DATABASE": f"TEST_{uuid.uuid4().hex[:12].upper()}",
-        # A statement the stand-in cannot run answers 500, which the connector retries.
-        "SNOWFLAKE_NETWORK_TIMEOUT": "30",
-    }
-    connect = {"account": "fakesnow", "user": "admin", "password": "test",
-               "host": "127.0.0.1", "port": snowflake_server, "protocol": "http",
-               "network_timeout": 60}
+    settings = fakesnow_settings(snowflake_server, f"TEST_{uuid.uuid4().hex[:12].upper()}")
+    connect = {**FAKESNOW_ADMIN, "port": snowflake_server}
     admin = snowflake.connector.connect(**connect)
     admin.cursor().execute(f"create database {settings['SNOWFLAKE_DATABASE']}")
     for name, value in settings.items():

@@ -184,7 +184,10 @@ def _begin(pipeline: str, run_id: str, step: Step) -> list:
     events: list = []
     if not state:
         events += abort_dead_runs(pipeline)
-        state = {"run_id": run_id, "started": now(), "state": "START", "blocks": {}}
+    if not state or state.get("state") in ("FAIL", "ABORT"):
+        # A new run, or a failed one run again (Mage's retry of a pipeline run keeps its id).
+        state = {"run_id": run_id, "started": now(), "state": "START",
+                 "blocks": state.get("blocks", {}), "window": state.get("window")}
         events.append(pipeline_step(pipeline, run_id).event("START", at=state["started"]))
     state["blocks"][step.job] = "START"
     _write_state(pipeline, run_id, state)
@@ -199,9 +202,10 @@ def _end(pipeline: str, run_id: str, step: Step, kind: str, *, last: bool = Fals
     events = [] if state["blocks"].get(step.job) in TERMINAL else [
         *_checks_events(step), step.event(kind, error=error, stack=stack)]
     state["blocks"][step.job] = kind
-    if kind != "COMPLETE" or last or step.last:
-        events += _pipeline_events(state, pipeline, run_id, kind,
-                                   **({"error": error} if error else {}))
+    # A failed block fails the run only when its last attempt failed: Mage's failure callback
+    # and the command line say so (``run_failed``), after the retries of its retry_config.
+    if kind == "COMPLETE" and (last or step.last):
+        events += _pipeline_events(state, pipeline, run_id, kind)
     _write_state(pipeline, run_id, state)
     return events
 
@@ -248,7 +252,7 @@ def tables_written(db, role: str, tables: list[tuple[str, int | None]]) -> list:
 @contextlib.contextmanager
 def block(pipeline: str, block_uuid: str, run_id: str, *, window=None, last: bool = False):
     """Emit the block run's START, then its COMPLETE (the pipeline's too when ``last``) or FAIL
-    (the pipeline's too) with the error. The block adds its ``inputs``, ``outputs`` and
+    with the error. The block adds its ``inputs``, ``outputs`` and
     ``window`` to the ``Step`` it is given."""
     step = block_step(pipeline, run_id, block_uuid)
     step.window = _window(window)

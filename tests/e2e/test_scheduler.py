@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, query
-from support import SIM, SmtpSink, free_port, stop_group
+from support import SIM, SmtpSink, emitted_events, free_port, stop_group
 
+from mage_project.lineage.tracking import run_uuid
 from mage_project.sources.activity_simulator import ActivitySimulator
 
 pytestmark = pytest.mark.e2e
@@ -104,3 +105,15 @@ def test_scheduler_run_failure_emails_the_alert_and_records_the_run(warehouse, t
     assert run_id.startswith("mage-") and status == "failed"
     assert "401" in error and "ACTIVITY_API_TOKEN" in error
     assert query(warehouse, "select count(*) from raw.user_activity") == [(0,)]
+    # The scheduler's run emits the lineage the command line's does, its run named by Mage's:
+    # each attempt of the block (Mage retries it) starts and fails; the run fails after the last.
+    events = emitted_events()
+    fetch = "user_activity_ingest.fetch_activity_user_activity"
+    seen = [(e["job"]["name"], e["eventType"]) for e in events]
+    attempts = (len(seen) - 2) // 2
+    assert attempts >= 1 and seen == [("user_activity_ingest", "START"),
+                                      *[(fetch, "START"), (fetch, "FAIL")] * attempts,
+                                      ("user_activity_ingest", "FAIL")]
+    assert {e["run"]["runId"] for e in events if e["job"]["name"] == "user_activity_ingest"} == {
+        run_uuid("user_activity_ingest", run_id)}
+    assert "401" in events[-1]["run"]["facets"]["errorMessage"]["message"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from conftest import _SETTINGS
+from conftest import _SETTINGS, FAKESNOW_ADMIN, fakesnow_settings
 from psycopg2 import sql
 
 from mage_project import transform
@@ -73,15 +73,10 @@ def snowflake_manifest(snowflake_server):
     import snowflake.connector
 
     database = f"TEST_{uuid.uuid4().hex[:12].upper()}"
-    admin = snowflake.connector.connect(account="fakesnow", user="admin", password="test", host="127.0.0.1",
-                                        port=snowflake_server, protocol="http", network_timeout=60)
+    admin = snowflake.connector.connect(**FAKESNOW_ADMIN, port=snowflake_server)
     admin.cursor().execute(f"create database {database}")
     admin.close()  # fakesnow has no DROP DATABASE: its databases end with the server
-    return compile_project({
-        "WAREHOUSE": "snowflake", "SNOWFLAKE_ACCOUNT": "fakesnow", "SNOWFLAKE_USER": "loader",
-        "SNOWFLAKE_PASSWORD": "test", "SNOWFLAKE_WAREHOUSE": "transforming", "SNOWFLAKE_ROLE": "transformer",
-        "SNOWFLAKE_HOST": "127.0.0.1", "SNOWFLAKE_PORT": str(snowflake_server), "SNOWFLAKE_PROTOCOL": "http",
-        "SNOWFLAKE_DATABASE": database, "SNOWFLAKE_NETWORK_TIMEOUT": "30"})
+    return compile_project({"WAREHOUSE": "snowflake", **fakesnow_settings(snowflake_server, database)})
 
 
 @pytest.fixture(scope="module", params=["postgres", "snowflake"])
