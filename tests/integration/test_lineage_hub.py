@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -18,12 +15,12 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
-from conftest import ROOT, query, run_cli
+from conftest import query, run_cli
 from openlineage.client import OpenLineageClient
 from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
 from openlineage.client.facet_v2 import column_lineage_dataset as cl
 from openlineage.client.transport.http import ApiKeyTokenProvider, HttpConfig, HttpTransport
-from support import free_port
+from support import free_port, start_hub, stop_hub
 
 from mage_project import config
 from mage_project.lineage import hub as lineage_hub
@@ -291,24 +288,6 @@ def test_stopping_lets_a_request_being_answered_finish_and_store_its_event(wareh
 
 
 # --- the command line: a real process, stopped by signals ---------------------------------------
-
-
-def start_hub(port: int, env: dict | None = None, log=None) -> subprocess.Popen:
-    """``lineage serve`` on ``port``; returns once it says it serves."""
-    proc = subprocess.Popen([sys.executable, "-m", "mage_project", "lineage", "serve", "--port", str(port)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=log or subprocess.DEVNULL, text=True,
-                            env={**os.environ, **(env or {})})
-    banner = proc.stdout.readline().strip()
-    assert banner == f"serving on http://127.0.0.1:{port}/api/v1/lineage", banner
-    return proc
-
-
-def stop_hub(proc: subprocess.Popen, signum: int = signal.SIGTERM) -> float:
-    """Send ``signum`` and wait: the seconds it took to exit."""
-    started = time.monotonic()
-    proc.send_signal(signum)
-    proc.wait(timeout=10)
-    return time.monotonic() - started
 
 
 def test_a_restarted_hub_loses_nothing_and_duplicates_nothing(warehouse, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -162,3 +163,24 @@ def emitted_events() -> list[dict]:
 
     directory = config.lineage().directory / "events"
     return [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
+
+
+def start_hub(port: int, env: dict | None = None, log=None):
+    """``python -m mage_project lineage serve`` on ``port``; returns once it says it serves."""
+    import os
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "mage_project", "lineage", "serve", "--port", str(port)],
+                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                            stderr=log or subprocess.DEVNULL, text=True, env={**os.environ, **(env or {})})
+    banner = proc.stdout.readline().strip()
+    assert banner == f"serving on http://127.0.0.1:{port}/api/v1/lineage", banner
+    return proc
+
+
+def stop_hub(proc, signum: int = signal.SIGTERM) -> float:
+    """Send ``signum`` and wait: the seconds it took to exit."""
+    started = time.monotonic()
+    proc.send_signal(signum)
+    proc.wait(timeout=10)
+    return time.monotonic() - started
