@@ -292,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--dataset", metavar="NAME", help="only what is up- and downstream of it")
     graph.add_argument("--column", metavar="COL", help="with --dataset: the column's upstream columns")
     graph.add_argument("--format", choices=("text", "json", "dot", "mermaid"), default="text")
+    graph.add_argument("--all", action="store_true", help="the checks and tests too (jobs that only read)")
     impact = lineage.add_parser("impact", help="what is downstream of a dataset or column, whose it is")
     impact.add_argument("target", metavar="DATASET[.COLUMN]")
     impact.add_argument("--format", choices=("text", "json"), default="text")
@@ -324,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "serve":
             return commands.serve_command(args.host, args.port)
         if args.action == "graph":
-            return commands.graph_command(args.dataset, args.column, args.format)
+            return commands.graph_command(args.dataset, args.column, args.format, args.all)
         return commands.impact_command(args.target, args.format)
     if args.command == "editor":
         from mage_project import editor

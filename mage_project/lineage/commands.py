@@ -45,9 +45,10 @@ def serve_command(host: str, port: int) -> int:
     return hub.serve(host, port)
 
 
-def graph_command(dataset: str | None, column: str | None, fmt: str) -> int:
+def graph_command(dataset: str | None, column: str | None, fmt: str, every_job: bool = False) -> int:
     """The whole graph; with ``dataset`` what is up- and downstream of it; with ``column`` too,
-    that column's upstream columns and the transformations between."""
+    that column's upstream columns and the transformations between. Only the jobs that write a
+    dataset (the flow of the data) unless ``every_job``: the checks and tests as well."""
     if column is not None and dataset is None:
         print("error: --column needs --dataset", file=sys.stderr)
         return EXIT_BAD_ARGUMENTS
@@ -56,7 +57,8 @@ def graph_command(dataset: str | None, column: str | None, fmt: str) -> int:
         if column is not None:
             print(lineage.render_trace(lineage.trace_column(graph, dataset, column), fmt))
         else:
-            shown = lineage.subgraph(graph, dataset) if dataset is not None else graph
+            shown = graph if every_job else lineage.data_flow(graph)
+            shown = lineage.subgraph(shown, dataset) if dataset is not None else shown
             print(lineage.render_graph(shown, fmt, _products()))
     except lineage.LineageLookupError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)

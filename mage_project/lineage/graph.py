@@ -218,6 +218,13 @@ def _reach(graph: Graph, start: str, forward: bool) -> tuple[set[str], set[str]]
     return datasets, jobs
 
 
+def data_flow(graph: Graph) -> Graph:
+    """The jobs that write a dataset and what they read and write: the flow of the data, without
+    the checks and tests that only read a table (nor jobs that name no dataset, as a pipeline's
+    own run)."""
+    return Graph(datasets=dict(graph.datasets), jobs={k: j for k, j in graph.jobs.items() if j.outputs})
+
+
 def subgraph(graph: Graph, dataset: str) -> Graph:
     """What feeds ``dataset`` and what it feeds: the jobs on those paths, with only the edges
     between kept nodes (a downstream job's other inputs are not the dataset's lineage)."""

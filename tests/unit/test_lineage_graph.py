@@ -19,7 +19,7 @@ STG = f"{PG}/warehouse.staging.stg_billing__payments"
 FCT = f"{PG}/warehouse.marts.fct_daily_revenue"
 REPORT = f"{PG}/warehouse.finance.revenue_report"
 FILES = "file//landing/billing/payments"
-OURS = "https://github.com/mage-project/mage_project/tree/main/mage_project/lineage"
+OURS = "urn:mage-project:lineage"
 AIRFLOW = "https://github.com/apache/airflow/tree/providers-openlineage/2.1.0"
 
 
@@ -377,3 +377,17 @@ def test_the_facets_older_flat_transformation_fields_are_read_too():
     built = lineage.build([event("j", "2026-11-02T00:00:00Z", [ds(RAW)], [ds(STG, old)])])
     assert lineage.render_trace(lineage.trace_column(built, STG, "amount")).splitlines()[1] == (
         f"  <- {RAW}.amount  IDENTITY")
+
+
+def test_the_data_flow_leaves_out_the_jobs_that_only_read():
+    checks = event("warehouse_elt.fct_daily_revenue.not_null_date", "2026-11-02T03:11:00Z", [ds(FCT)], [],
+                   run="6")
+    pipeline = event("warehouse_elt", "2026-11-02T03:12:00Z", [], [], run="7")
+    full = lineage.build([*company(), checks, pipeline])
+    assert "mage_project/warehouse_elt.fct_daily_revenue.not_null_date" in full.jobs
+    flow = lineage.data_flow(full)
+    assert sorted(flow.jobs) == ["airflow/finance_export.export_revenue",
+                                 "mage_project/warehouse_elt.fct_daily_revenue",
+                                 "mage_project/warehouse_elt.load_billing_payments",
+                                 "mage_project/warehouse_elt.stg_billing__payments"]
+    assert flow.datasets == full.datasets
