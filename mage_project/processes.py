@@ -1,5 +1,6 @@
 """Stopping a process and everything it started: what the server commands (``make editor``) do
-on SIGINT and SIGTERM, so no process and no port is left behind.
+on SIGINT and SIGTERM, so no process and no port is left behind; and the HTTP server of the
+project's own servers (the activity simulator, the lineage hub), which stops at once.
 
 A server command starts its server in a process group of its own (``start_new_session``), and
 stops the whole group: SIGTERM, up to a grace period for every process of it to exit, then
@@ -12,8 +13,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
+import threading
 import time
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 GRACE_SECONDS = 10.0
@@ -49,3 +53,33 @@ def group_running(group: int) -> bool:
         if int(pgrp) == group and state not in "ZX":
             return True
     return False
+
+
+class HTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that can end its kept-alive connections (``close_open_connections``)
+    so that their handler threads finish and it stops at once, its port free."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler) -> None:
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_open_connections(self) -> None:
+        with self._open_lock:
+            open_sockets = list(self._open)
+        for sock in open_sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

@@ -52,30 +52,30 @@ def graph_command(dataset: str | None, column: str | None, fmt: str, every_job: 
     if column is not None and dataset is None:
         print("error: --column needs --dataset", file=sys.stderr)
         return EXIT_BAD_ARGUMENTS
-    try:
-        graph = stored_graph()
+
+    def show(graph: lineage.Graph) -> str:
         if column is not None:
-            print(lineage.render_trace(lineage.trace_column(graph, dataset, column), fmt))
-        else:
-            shown = graph if every_job else lineage.data_flow(graph)
-            shown = lineage.subgraph(shown, dataset) if dataset is not None else shown
-            print(lineage.render_graph(shown, fmt, _products()))
-    except lineage.LineageLookupError as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
-        return EXIT_BAD_ARGUMENTS
-    except (warehouse.WarehouseError, config.ConfigError) as exc:
-        print(f"error: cannot read the lineage events: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+            return lineage.render_trace(lineage.trace_column(graph, dataset, column), fmt)
+        shown = graph if every_job else lineage.data_flow(graph)
+        shown = lineage.subgraph(shown, dataset) if dataset is not None else shown
+        return lineage.render_graph(shown, fmt, _products())
+    return _print_from_stored(show)
 
 
 def impact_command(target: str, fmt: str) -> int:
     """What is downstream of ``<dataset>[.<column>]``: datasets, columns, jobs, and the products
     and owners they belong to."""
-    try:
-        graph = stored_graph()
+    def show(graph: lineage.Graph) -> str:
         dataset, column = lineage.split_column(graph, target)
-        print(lineage.render_impact(lineage.impact(graph, dataset, column, _products()), fmt))
+        return lineage.render_impact(lineage.impact(graph, dataset, column, _products()), fmt)
+    return _print_from_stored(show)
+
+
+def _print_from_stored(show) -> int:
+    """Print ``show(graph)`` of the stored events: exit 2 for a name that is not in the graph, 1
+    when the events cannot be read."""
+    try:
+        print(show(stored_graph()))
     except lineage.LineageLookupError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return EXIT_BAD_ARGUMENTS

@@ -37,9 +37,9 @@ import sys
 import threading
 import time
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-from mage_project import config, warehouse
+from mage_project import config, processes, warehouse
 from mage_project.lineage import schema, store
 
 log = logging.getLogger(__name__)
@@ -223,29 +223,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class _Server(processes.HTTPServer):
     def __init__(self, address: tuple[str, int], hub: Hub) -> None:
         self.hub = hub
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
         self._busy = 0  # requests being answered (not idle kept-alive connections)
         self._idle = threading.Condition()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
-
-    def process_request(self, request, client_address) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
 
     @contextlib.contextmanager
     def answering(self):
@@ -263,15 +248,6 @@ class _Server(ThreadingHTTPServer):
         """Wait until no request is being answered, or ``timeout`` seconds."""
         with self._idle:
             self._idle.wait_for(lambda: self._busy == 0, timeout)
-
-    def close_open_connections(self) -> None:
-        """End kept-alive connections, so that their handler threads finish."""
-        with self._open_lock:
-            for sock in list(self._open):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def handle_error(self, request, client_address) -> None:
         log.debug("lineage hub: error serving %s", client_address, exc_info=True)

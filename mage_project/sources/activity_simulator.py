@@ -29,15 +29,16 @@ import math
 import random
 import re
 import signal
-import socket
 import threading
 import time
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
+
+from mage_project import processes
 
 log = logging.getLogger(__name__)
 
@@ -533,35 +534,10 @@ _NOT_A_PAGE = {
 }
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class _Server(processes.HTTPServer):
     def __init__(self, address: tuple[str, int], simulator: ActivitySimulator) -> None:
         self.simulator = simulator
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
-
-    def process_request(self, request, client_address) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request) -> None:
-        with self._open_lock:
-            self._open.discard(request)
-        super().shutdown_request(request)
-
-    def close_open_connections(self) -> None:
-        """End kept-alive connections so their handler threads finish."""
-        with self._open_lock:
-            open_sockets = list(self._open)
-        for sock in open_sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def handle_error(self, request, client_address) -> None:
         # Clients that hang up (timeouts, the drop fault) are expected; anything else is a bug.
