@@ -213,6 +213,12 @@ class Project:
         return _rendered_models(self.root)
 
     @cached_property
+    def mart_lineage(self) -> tuple[dict[tuple[str, str], object], list[Hit]]:
+        """(each mart column's sqlglot lineage through the rendered staging and intermediate
+        models, keyed (mart, column); the marts and columns that could not be traced, as findings)."""
+        return _mart_lineage(self)
+
+    @cached_property
     def migration_tables(self) -> dict[str, tuple[str, dict[str, tuple[str, bool]]]]:
         return _migration_tables(self.root / MIGRATIONS, self.rel)
 
@@ -789,14 +795,14 @@ def contracts_keep_compatibility(project: Project) -> Iterator[Hit]:
                 continue
             shown = f"(at {base} {path} {old.get('version')}, now {current_doc.get('version', 'deleted')})"
             if current is None:
-                yield current_path, None, f"table {name} removed {shown}"
+                yield current_path, None, f"table {name} removed {shown}{_downstream(project, name, None)}"
                 continue
             doc = project.contract_files[current_path]
             index = next(i for i, t in enumerate(current_doc["schema"]) if t is current)
             for change, column in _table_changes(name, table, current):
                 columns = [c.get("name") for c in current.get("properties") or [] if isinstance(c, dict)]
                 at = ("schema", index, "properties", columns.index(column)) if column else ("schema", index)
-                yield current_path, doc.line(at), f"{change} {shown}"
+                yield current_path, doc.line(at), f"{change} {shown}{_downstream(project, name, column)}"
 
 
 def _changed_files(project: Project, base: str | None) -> list[str]:
@@ -1185,51 +1191,94 @@ def _source_schema(project: Project) -> dict:
     return schema
 
 
+def _mart_lineage(project: Project) -> tuple[dict[tuple[str, str], object], list[Hit]]:
+    """See ``Project.mart_lineage``."""
+    from sqlglot.errors import SqlglotError
+    from sqlglot.lineage import lineage
+
+    schema = _source_schema(project)
+    models = project.rendered_models
+    sources = {name: sql for name, (_path, sql, _error) in models.items()
+               if sql is not None and not name.startswith("marts.")}
+    roots, untraced = {}, []
+    for name, (path, sql, error) in sorted(models.items()):
+        if error is not None:
+            untraced.append((project.rel(path), None, f"{name} cannot be rendered without dbt"
+                             f" ({error}), so its columns are not traced"))
+        if sql is None or not name.startswith("marts."):
+            continue
+        try:
+            columns = _output_columns(sql)
+        except SqlglotError as error:
+            untraced.append((project.rel(path), None,
+                             f"{name} cannot be parsed ({error}), so its columns are not traced"))
+            continue
+        for column in columns:
+            try:
+                roots[(name, column)] = lineage(column, sql, schema=schema, sources=sources,
+                                                dialect="postgres")
+            except SqlglotError as error:
+                untraced.append((project.rel(path), None, f"{name} column {column!r}: no lineage ({error})"))
+    return roots, untraced
+
+
+def _source_columns(node) -> Iterator[str]:
+    """``schema.table.column`` of every source column ``node``'s lineage reaches."""
+    from sqlglot import exp
+
+    if not node.downstream:
+        if isinstance(node.source, exp.Table):
+            yield f"{node.source.db}.{node.source.name}.{node.name.rpartition('.')[2]}"
+        return
+    for child in node.downstream:
+        yield from _source_columns(child)
+
+
+IMPACT_SHOWN = 6  # downstream columns quoted in a DP014 finding; the rest counted
+
+
+def _downstream(project: Project, table: str, column: str | None) -> str:
+    """``; downstream: <mart column> (<product>, owner <team>), ...`` for the mart columns whose
+    lineage reaches ``table``'s ``column`` (any of its columns when None): what a reviewer of the
+    breaking change weighs (``lineage impact`` answers the same from the runs' events)."""
+    prefix = f"{table}.{column}" if column else f"{table}."
+    owners = {t.name: p for p in project.products for t in p.tables}
+    hit = sorted(f"{mart}.{col}" for (mart, col), root in project.mart_lineage[0].items()
+                 if any(source == prefix or (column is None and source.startswith(prefix))
+                        for source in _source_columns(root)))
+    if not hit:
+        return ""
+    shown = [f"{name} ({owners[name.rpartition('.')[0]].key}, owner {owners[name.rpartition('.')[0]].owner})"
+             if name.rpartition(".")[0] in owners else name for name in hit[:IMPACT_SHOWN]]
+    more = f" and {len(hit) - IMPACT_SHOWN} more" if len(hit) > IMPACT_SHOWN else ""
+    return f"; downstream: {', '.join(shown)}{more}"
+
+
 def no_pii_in_clear(project: Project) -> Iterator[Hit]:
     """DP016: no marts column traces (sqlglot lineage through the rendered staging and intermediate
     models) to a source column its contract classifies ``pii``, unless every such path passes a hash
     (md5, sha256, sha2, hash, a masking macro) and the mart's contract declares the column's
     masking (``customProperties: [{property: masking, value: sha256}]``)."""
-    from sqlglot.errors import SqlglotError
-    from sqlglot.lineage import lineage
-
     pii = {f"{t.name}.{c.name}": t.name for p in project.products for t in p.tables
            for c in t.columns if c.classification == "pii"}
     if not pii:
         return
     declared = {f"{t.name}.{c.name}": c.masking
                 for p in project.products for t in p.tables for c in t.columns}
-    schema = _source_schema(project)
-    models = project.rendered_models
-    sources = {name: sql for name, (_path, sql, _error) in models.items()
-               if sql is not None and not name.startswith("marts.")}
-    for name, (path, sql, error) in sorted(models.items()):
-        if error is not None:
-            yield (project.rel(path), None,
-                   f"{name} cannot be rendered without dbt ({error}), so its columns are not traced")
-        if sql is None or not name.startswith("marts."):
-            continue
-        try:
-            columns = _output_columns(sql)
-        except SqlglotError as error:
-            yield project.rel(path), None, f"{name} cannot be parsed ({error}), so its columns are not traced"
-            continue
-        for column in columns:
-            try:
-                root = lineage(column, sql, schema=schema, sources=sources, dialect="postgres")
-            except SqlglotError as error:
-                yield project.rel(path), None, f"{name} column {column!r}: no lineage ({error})"
-                continue
-            paths = dict.fromkeys(sorted(_pii_paths(root, pii)))
-            clear = sorted({source for source, hashed in paths if not hashed})
-            hashed = sorted({source for source, was_hashed in paths if was_hashed} - set(clear))
-            line = _projection_line(path, column)
-            if clear:
-                yield (project.rel(path), line, f"{name} column {column!r} publishes pii "
-                       f"{', '.join(clear)} in clear")
-            elif hashed and not declared.get(f"{name}.{column}"):
-                yield (project.rel(path), line, f"{name} column {column!r} hashes pii "
-                       f"{', '.join(hashed)} but its contract declares no masking")
+    roots, untraced = project.mart_lineage
+    yield from untraced
+    for (name, column), root in sorted(roots.items()):
+        path = project.rendered_models[name][0]
+        paths = dict.fromkeys(sorted(_pii_paths(root, pii)))
+        clear = sorted({source for source, hashed in paths if not hashed})
+        hashed = sorted({source for source, was_hashed in paths if was_hashed} - set(clear))
+        line = _projection_line(path, column)
+        if clear:
+            yield (project.rel(path), line, f"{name} column {column!r} publishes pii "
+                   f"{', '.join(clear)} in clear")
+        elif hashed and not declared.get(f"{name}.{column}"):
+            yield (project.rel(path), line, f"{name} column {column!r} hashes pii "
+                   f"{', '.join(hashed)} but its contract declares no masking")
 
 
 RULES: tuple[Rule, ...] = (

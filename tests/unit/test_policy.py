@@ -358,8 +358,13 @@ def test_removed_enum_value_is_breaking_an_added_one_is_not(committed):
          "validValues: [succeeded, refunded]")
     assert fired(committed, "DP014", "HEAD") == [
         f"DP014 {FILE_DROPS}:179: raw.billing__payments column 'status': enumeration lost ['failed'] "
-        f"(at HEAD {FILE_DROPS} 1.0.0, now 1.0.0): make the change additive, or raise the contract's "
-        "major version"]
+        f"(at HEAD {FILE_DROPS} 1.0.0, now 1.0.0); downstream: "
+        # The mart columns whose lineage reaches payments.status (the refunds' CASE conditions).
+        "marts.dim_customers.lifetime_net_revenue (finance/revenue, owner finance-data), "
+        "marts.fct_daily_revenue.net_revenue (finance/revenue, owner finance-data), "
+        "marts.fct_daily_revenue.paying_customers (finance/revenue, owner finance-data), "
+        "marts.fct_daily_revenue.refunds (finance/revenue, owner finance-data): make the change "
+        "additive, or raise the contract's major version"]
 
 
 EMAIL_OPTIONS = "          format: email\n"
@@ -385,7 +390,8 @@ def test_a_changed_pattern_is_breaking(committed):
     edit(committed, FILE_DROPS, "pattern: '^[A-Z]{2}$'", "pattern: '^[A-Z]{2,3}$'")
     assert fired(committed, "DP014", "HEAD") == [
         f"DP014 {FILE_DROPS}:68: raw.crm__customers column 'country': quality invalidValues pattern "
-        f"changed from ^[A-Z]{{2}}$ to ^[A-Z]{{2,3}}$ (at HEAD {FILE_DROPS} 1.0.0, now 1.0.0): make the "
+        f"changed from ^[A-Z]{{2}}$ to ^[A-Z]{{2,3}}$ (at HEAD {FILE_DROPS} 1.0.0, now 1.0.0); downstream: "
+        "marts.dim_customers.country (finance/revenue, owner finance-data): make the "
         "change additive, or raise the contract's major version"]
 
 
