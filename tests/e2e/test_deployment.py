@@ -15,6 +15,11 @@ password gives the owner a session, a wrong one does not, and neither does a tok
 Mage has no sign-in for (Mage 0.9.80 then signs in, or creates, whoever the payload names; the
 launcher's fix, mage_project/mage_cli.py, refuses it).
 
+The ``lineage-hub`` service runs the same way, alone, on a warehouse database of its own that the
+init script initialised: the events the Mage services' lineage settings send reach it, its compose
+healthcheck follows the warehouse, and it stops on SIGTERM as compose stops it. Beside the Mage
+services it is a port where nothing listens: their runs do not need it.
+
 What cannot run here is not exercised: the image build, the compose network, and Prometheus and
 Grafana (no binaries; tests/unit/test_monitoring_config.py checks their configuration). Their side
 of the contract is checked from Mage's: /metrics serves every metric the Grafana dashboard queries.
@@ -32,6 +37,8 @@ import hmac
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,7 +58,6 @@ from conftest import ROOT, query
 from deployment import (
     CONTAINER_PROJECT,
     INITDB,
-    MAGE,
     compose,
     dashboard_metrics_by_job,
     host_path,
@@ -59,11 +65,15 @@ from deployment import (
     option,
 )
 from mage_ai.settings.server import OAUTH2_APPLICATION_CLIENT_ID
+from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
+from openlineage.client.serde import Serde
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg2 import errors, sql
 from support import free_port, stop_group
 
 from mage_project import warehouse
+from mage_project.lineage import emitter
+from mage_project.lineage.facets import PRODUCER
 from mage_project.warehouse import postgres
 
 pytestmark = pytest.mark.e2e
@@ -84,6 +94,7 @@ DOTENV = {
     **{f"POSTGRES_{role.upper()}_PASSWORD": f"it's; {uuid.uuid4().hex}"
        for role in ("loader", "transformer", "analyst")},
     "POSTGRES_PASSWORD": uuid.uuid4().hex,
+    "LINEAGE_HUB_API_KEY": uuid.uuid4().hex,  # the lineage hub's, which the Mage services send
 }
 LOGINS = {"loader": "etl_loader", "transformer": "etl_dbt", "analyst": "analyst"}
 # The psql the init script finds on its PATH, as the image's is on the image's.
@@ -122,7 +133,7 @@ class Stack:
 
 def native_command(command: list[str], port: int) -> list[str]:
     """A compose command as it runs here: this repo, loopback, a free port, the venv's Python."""
-    assert command[:3] == MAGE, command
+    assert command[:2] == ["python", "-m"], command
     args = [str(ROOT) if a == CONTAINER_PROJECT else "127.0.0.1" if a == "0.0.0.0" else a
             for a in command[1:]]
     args[args.index("--port") + 1] = str(port)
@@ -139,6 +150,19 @@ def native_environment(service: dict, stand_ins: dict[str, str], dotenv: dict[st
         else:
             env[name] = interpolate(str(value), dotenv)  # the settings of .env, as compose does
     return env
+
+
+def image_environment(root: Path) -> dict[str, str]:
+    """The rest of a container's environment: the image's ENV (its data directories, here
+    temporary ones), a home, and the shell's PATH with the venv first."""
+    return {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "HOME": str(root),
+        "LANG": "C.UTF-8",
+        "MAGE_DATA_DIR": str(root / "mage"),
+        "PROJECT_DATA_DIR": str(root / "project"),
+        **{k: os.environ[k] for k in ("PYTHONDONTWRITEBYTECODE", "TMPDIR") if k in os.environ},
+    }
 
 
 def init_scripts() -> list[Path]:
@@ -232,18 +256,11 @@ def stack(pg_server, tmp_path_factory):
         ),
         "POSTGRES_HOST": pg_server.socket_dir,
         "POSTGRES_PORT": str(pg_server.port),
+        # lineage-hub is not run beside them here (test_the_lineage_hub_... runs it): a port where
+        # nothing listens. Their runs do not need it; the outbox keeps what it did not take.
+        "OPENLINEAGE_URL": f"http://127.0.0.1:{free_port()}",
     }
-    # The rest of a container's environment: the image's ENV (its data directories, here
-    # temporary ones), a home, and the shell's PATH with the venv first.
-    base = {
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "HOME": str(root),
-        "LANG": "C.UTF-8",
-        "MAGE_DATA_DIR": str(root / "mage"),
-        "PROJECT_DATA_DIR": str(root / "project"),
-        **{k: os.environ[k] for k in ("PYTHONDONTWRITEBYTECODE", "TMPDIR") if k in os.environ},
-        **dotenv,
-    }
+    base = {**image_environment(root), **dotenv}  # env_file: .env
     triggers_before = trigger_files()
     services: dict[str, Service] = {}
     try:
@@ -441,6 +458,119 @@ def test_compose_healthcheck_passes_against_the_native_service(stack, name):
 def test_scheduler_healthcheck_fails_where_no_scheduler_runs(stack):
     result = healthcheck("mage-scheduler", stack.services["mage-web"].port)
     assert result.returncode == 1 and "'scheduler_status': 'stopped'" in result.stderr
+
+
+HUB = "lineage-hub"
+HUB_START_TIMEOUT = 60
+HUB_STOP_SECONDS = 5  # its own grace is 3 s; compose's before SIGKILL, 10 s
+
+
+@pytest.fixture
+def hub_warehouse(pg_server, tmp_path):
+    """compose's ``warehouse`` for the lineage hub alone: a database of its own, initialised by the
+    init script (its logins are the server's: dropped after only if made here, the stack's may
+    share them), and .env's settings for it."""
+    with contextlib.closing(_connect(pg_server, "postgres")) as admin, admin.cursor() as cur:
+        cur.execute("select rolname from pg_roles where rolname = any(%s)", (list(LOGINS.values()),))
+        existing = {name for (name,) in cur.fetchall()}
+    name, conn = create_database(pg_server, "warehouse")
+    dotenv = {**DOTENV, "POSTGRES_DBNAME": name, "POSTGRES_USER": pg_server.user}
+    try:
+        init_warehouse(pg_server, dotenv, tmp_path)
+        yield conn, dotenv
+    finally:
+        drop_database(pg_server, conn)
+        with contextlib.closing(_connect(pg_server, "postgres")) as admin, admin.cursor() as cur:
+            for login in set(LOGINS.values()) - existing:
+                cur.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(login)))
+
+
+def wait_for_banner(process: subprocess.Popen, log: Path, banner: str) -> None:
+    """Until the hub says it serves: it has bound its port and migrated the warehouse by then."""
+    deadline = time.monotonic() + HUB_START_TIMEOUT
+    while banner not in log.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{HUB} exited with {process.poll()} or did not serve in time:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
+def allow_connections(pg_server, dbname: str, allowed: bool) -> None:
+    with contextlib.closing(_connect(pg_server, "postgres")) as admin, admin.cursor() as cur:
+        cur.execute(sql.SQL("alter database {} allow_connections {}").format(
+            sql.Identifier(dbname), sql.SQL("true" if allowed else "false")))
+
+
+def lineage_event() -> RunEvent:
+    return RunEvent(eventType=RunState.COMPLETE, eventTime="2026-11-02T03:00:00+00:00",
+                    run=Run(runId=str(uuid.uuid4())), producer=PRODUCER,
+                    job=Job(namespace="mage_project", name="user_activity_ingest"))
+
+
+def test_the_lineage_hub_takes_the_mage_services_events_and_its_healthcheck_follows_the_warehouse(
+        pg_server, hub_warehouse, tmp_path, monkeypatch):
+    """lineage-hub's command with compose's environment: it migrates the warehouse as the superuser,
+    stores what the Mage services' settings send as the loader, refuses a request without the key;
+    its compose healthcheck passes, fails while the warehouse refuses connections, passes again;
+    SIGTERM stops it at once, exit 0, its port free."""
+    warehouse_db, dotenv = hub_warehouse
+    service = compose()["services"][HUB]
+    port = free_port()
+    # For the compose network's name of the warehouse: the embedded server's socket.
+    stand_ins = {"POSTGRES_HOST": pg_server.socket_dir, "POSTGRES_PORT": str(pg_server.port)}
+    environment = native_environment(service, stand_ins, dotenv)
+    log = tmp_path / f"{HUB}.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(native_command(service["command"], port), cwd=tmp_path,
+                                   env={**image_environment(tmp_path), **environment},  # no env_file
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_banner(process, log, f"serving on {url}/api/v1/lineage")
+        assert query(warehouse_db, "select count(*) from ops.lineage_events") == [(0,)]
+
+        # What a Mage service's run sends, with compose's lineage settings of mage-scheduler (the
+        # compose network's hub here).
+        mage = compose()["services"]["mage-scheduler"]["environment"]
+        lineage = {name: value for name, value in mage.items() if name.startswith("OPENLINEAGE_")}
+        assert set(lineage) == {"OPENLINEAGE_URL", "OPENLINEAGE_API_KEY"}
+        for name, value in native_environment({"environment": lineage}, {"OPENLINEAGE_URL": url},
+                                              dotenv).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("PROJECT_DATA_DIR", str(tmp_path / "mage-scheduler"))
+        event = lineage_event()
+        emitter.emit([event])
+        assert query(warehouse_db, "select run_id::text, event_type, job_name from ops.lineage_events") == [
+            (event.run.runId, "COMPLETE", "user_activity_ingest")]
+        assert list((tmp_path / "mage-scheduler" / "lineage" / "outbox").glob("*.json")) == []
+        unsigned = urllib.request.Request(f"{url}/api/v1/lineage", method="POST",
+                                          data=Serde.to_json(lineage_event()).encode(),
+                                          headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(unsigned, timeout=10)
+        assert refused.value.code == 401
+        assert query(warehouse_db, "select count(*) from ops.lineage_events") == [(1,)]
+
+        result = healthcheck(HUB, port)
+        assert (result.returncode, result.stderr) == (0, ""), log.read_text()
+        allow_connections(pg_server, warehouse_db.info.dbname, False)  # the warehouse down, for the hub
+        try:
+            result = healthcheck(HUB, port)
+        finally:
+            allow_connections(pg_server, warehouse_db.info.dbname, True)
+        assert result.returncode == 1 and "HTTP Error 503" in result.stderr, result.stderr
+        assert healthcheck(HUB, port).returncode == 0
+
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=HUB_STOP_SECONDS) == 0, log.read_text()
+        assert time.monotonic() - started < HUB_STOP_SECONDS
+        with socket.socket() as probe:  # as a restarted hub binds it
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))
+            probe.listen()
+    finally:
+        if process.poll() is None:
+            stop_group(process)
 
 
 def session_owners(stack: Stack, session: str) -> list[tuple]:

@@ -23,6 +23,10 @@ from deployment import (
     option,
 )
 
+from mage_project import cli, config
+from mage_project.lineage import emitter
+from mage_project.lineage import hub as lineage_hub
+
 ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = {"data_loader": "data_loaders", "transformer": "transformers",
            "data_exporter": "data_exporters", "callback": "callbacks", "sensor": "sensors",
@@ -134,7 +138,8 @@ def test_config_files_name_only_environment_variables():
 def test_docker_compose_refers_to_what_exists():
     stack = compose()
     services = stack["services"]
-    assert set(services) == {"mage-web", "mage-scheduler", "mage-db", "warehouse", "prometheus", "grafana"}
+    assert set(services) == {"mage-web", "mage-scheduler", "lineage-hub", "mage-db", "warehouse",
+                             "prometheus", "grafana"}
     # The image holds the repo in its WORKDIR; both Mage services start that project.
     assert f"WORKDIR {CONTAINER_PROJECT}\n" in (ROOT / "Dockerfile").read_text()
     for name, instance_type in (("mage-web", "web_server"), ("mage-scheduler", "scheduler")):
@@ -156,7 +161,9 @@ def test_docker_compose_refers_to_what_exists():
                 assert source in stack["volumes"], f"{name}: volume {source} is not declared"
         assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         for dependency, condition in service.get("depends_on", {}).items():
-            assert condition == {"condition": "service_healthy"}, f"{name} -> {dependency}"
+            # Healthy, but for the lineage hub, which no run needs (test_the_mage_services_report_...).
+            wanted = "service_started" if dependency == "lineage-hub" else "service_healthy"
+            assert condition == {"condition": wanted}, f"{name} -> {dependency}"
             assert "healthcheck" in services[dependency]
         for published in service.get("ports", []):
             assert published.startswith("127.0.0.1:"), f"{name} publishes {published} beyond 127.0.0.1"
@@ -199,7 +206,8 @@ def test_the_shared_editor_is_locked_down(name):
 # The warehouse's superuser's and each project login's (docker-compose.yml, deploy/warehouse-init/).
 WAREHOUSE_PASSWORDS = ("POSTGRES_PASSWORD", "POSTGRES_LOADER_PASSWORD", "POSTGRES_TRANSFORMER_PASSWORD",
                        "POSTGRES_ANALYST_PASSWORD")
-EVERY_PASSWORD = (*CREDENTIALS, "MAGE_DB_PASSWORD", *WAREHOUSE_PASSWORDS)
+HUB_KEY = "LINEAGE_HUB_API_KEY"  # what the lineage hub requires, and the Mage services send it
+EVERY_PASSWORD = (*CREDENTIALS, "MAGE_DB_PASSWORD", *WAREHOUSE_PASSWORDS, HUB_KEY)
 
 
 def interpolated_environment(name: str, dotenv: dict[str, str]) -> dict[str, str]:
@@ -236,6 +244,100 @@ def test_the_services_log_in_as_the_logins_the_warehouse_creates(name):
                       for role in logins}
     # io_config.yaml's login, Mage's SQL blocks': the analyst's, not the superuser.
     assert (mage["POSTGRES_USER"], mage["POSTGRES_PASSWORD"]) == logins["ANALYST"]
+
+
+HUB = "lineage-hub"
+
+
+def test_the_lineage_hub_serves_the_projects_image_on_the_port_it_publishes_and_checks():
+    """The project's own command, on every address of the container, its port published on the
+    host's 127.0.0.1 only, and its healthcheck asking /healthz of that port."""
+    services = compose()["services"]
+    hub = services[HUB]
+    assert hub["build"] == services["mage-web"]["build"] == "."
+    command = hub["command"]
+    assert command[:3] == ["python", "-m", "mage_project"], command
+    args = cli.build_parser().parse_args(command[3:])
+    assert (args.command, args.action, args.host, args.port) == ("lineage", "serve", "0.0.0.0", 5000)
+    assert hub["ports"] == ["127.0.0.1:5000:5000"]
+    kind, program, flag, code = hub["healthcheck"]["test"]
+    assert (kind, program, flag) == ("CMD", "python", "-c")
+    assert re.findall(r"'(https?://[^']*)'", code) == [f"http://127.0.0.1:{args.port}{lineage_hub.HEALTH}"]
+    assert hub["depends_on"] == {"warehouse": {"condition": "service_healthy"}}
+    assert hub["restart"] == services["mage-web"]["restart"] == "unless-stopped"
+    # compose's default stop: SIGTERM, which the hub stops on (tests/e2e/test_deployment.py).
+    assert "stop_signal" not in hub and "stop_signal" not in services["mage-web"]
+
+
+@pytest.mark.parametrize("name", [HUB, "mage-web", "mage-scheduler"])
+def test_the_stack_refuses_to_start_without_the_lineage_hubs_key(name):
+    dotenv = {setting: "set" for setting in EVERY_PASSWORD if setting != HUB_KEY}
+    refusal = (f"required variable {HUB_KEY} is missing a value: set {HUB_KEY} in .env to a long random"
+               " value")
+    with pytest.raises(MissingSetting, match=re.escape(refusal)):
+        interpolated_environment(name, dotenv)
+
+
+def environment_of(name: str, dotenv: dict[str, str], monkeypatch) -> None:
+    """The process environment compose gives the service, and nothing of this shell's settings."""
+    for setting in os.environ:
+        if setting.startswith(("POSTGRES_", "OPENLINEAGE_", "LINEAGE_", "PROJECT_DATA_DIR")):
+            monkeypatch.delenv(setting)
+    for setting, value in interpolated_environment(name, dotenv).items():
+        monkeypatch.setenv(setting, value)
+
+
+@pytest.mark.parametrize("missing", ["POSTGRES_PASSWORD", "POSTGRES_LOADER_PASSWORD"])
+def test_the_lineage_hub_refuses_to_start_without_its_warehouse_logins_password(missing):
+    dotenv = {setting: "set" for setting in EVERY_PASSWORD if setting != missing}
+    with pytest.raises(MissingSetting, match=f"required variable {missing} is missing a value"):
+        interpolated_environment(HUB, dotenv)
+
+
+def test_the_lineage_hub_writes_as_the_loaders_login_and_migrates_as_the_superuser(monkeypatch):
+    """The loader writes ops (the events); the migrations, which give a new warehouse the events'
+    table, run as the warehouse's superuser. No other login, nothing else of .env."""
+    dotenv = {setting: f"the {setting}" for setting in EVERY_PASSWORD}
+    warehouse = interpolated_environment("warehouse", dotenv)
+    assert interpolated_environment(HUB, dotenv) == {
+        "POSTGRES_HOST": "warehouse",
+        "POSTGRES_PORT": "5432",
+        "POSTGRES_DBNAME": warehouse["POSTGRES_DB"],
+        "POSTGRES_OWNER_USER": warehouse["POSTGRES_USER"],
+        "POSTGRES_OWNER_PASSWORD": warehouse["POSTGRES_PASSWORD"],
+        "POSTGRES_LOADER_USER": warehouse["POSTGRES_LOADER_USER"],
+        "POSTGRES_LOADER_PASSWORD": warehouse["POSTGRES_LOADER_PASSWORD"],
+        HUB_KEY: f"the {HUB_KEY}",
+    }
+    assert "env_file" not in compose()["services"][HUB]
+    environment_of(HUB, dotenv, monkeypatch)
+    logins = {role: (s.host, s.port, s.dbname, s.user, s.password)
+              for role in (config.OWNER, config.LOADER) for s in [config.postgres(role)]}
+    assert logins == {
+        config.OWNER: ("warehouse", 5432, "warehouse", "loader", "the POSTGRES_PASSWORD"),
+        config.LOADER: ("warehouse", 5432, "warehouse", "etl_loader", "the POSTGRES_LOADER_PASSWORD"),
+    }
+    assert lineage_hub.api_key() == f"the {HUB_KEY}"
+
+
+@pytest.mark.parametrize("name", ["mage-web", "mage-scheduler"])
+def test_the_mage_services_report_their_lineage_to_the_hub_with_its_key(name, monkeypatch):
+    """Their runs post each event to the hub's endpoint with the key the hub requires. They depend
+    on it started, not healthy: a run does not need it (the outbox keeps what it did not take)."""
+    services = compose()["services"]
+    dotenv = {setting: f"the {setting}" for setting in EVERY_PASSWORD}
+    mage = interpolated_environment(name, dotenv)
+    port = option(services[HUB]["command"], "--port")
+    assert (mage["OPENLINEAGE_URL"], mage["OPENLINEAGE_API_KEY"]) == (
+        f"http://{HUB}:{port}", f"the {HUB_KEY}")
+    assert interpolated_environment(HUB, dotenv)[HUB_KEY] == mage["OPENLINEAGE_API_KEY"]
+    assert services[name]["depends_on"][HUB] == {"condition": "service_started"}
+    environment_of(name, dotenv, monkeypatch)
+    settings = config.lineage()
+    _files, outbox = emitter.transport_config(settings)["transports"]
+    assert (outbox["url"], f"/{outbox['endpoint']}", outbox["auth"]) == (
+        "http://lineage-hub:5000", lineage_hub.ENDPOINT, {"type": "api_key", "apiKey": f"the {HUB_KEY}"})
+    assert settings.enabled and settings.namespace == "mage_project"
 
 
 def test_the_warehouse_mounts_its_init_script_and_the_projects_roles():
