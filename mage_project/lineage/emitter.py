@@ -166,10 +166,7 @@ def transport_config(settings: config.LineageSettings) -> dict:
     return {"type": "composite", "transports": transports, "continue_on_failure": True}
 
 
-def client(settings: config.LineageSettings | None = None) -> OpenLineageClient:
-    settings = settings or config.lineage()
-    if not settings.enabled:
-        os.environ["OPENLINEAGE_DISABLED"] = "true"  # the client's own switch: a no-op transport
+def client(settings: config.LineageSettings) -> OpenLineageClient:
     return OpenLineageClient(config={"transport": transport_config(settings)})
 
 

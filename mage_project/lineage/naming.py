@@ -21,10 +21,10 @@ def warehouse_namespace() -> str:
     if config.warehouse() == "snowflake":
         return f"snowflake://{config.snowflake().account.lower()}"
     settings = config.postgres()
-    if settings.embedded:  # running: the run is using it
-        from mage_project.warehouse import postgres
+    if settings.embedded:  # running: the run is using it; its port from its postmaster file alone
+        from mage_project.warehouse import embedded
 
-        return f"postgres://localhost:{postgres.resolve_settings(settings).port}"
+        return f"postgres://localhost:{embedded.ensure_running(settings.pgdata).port}"
     host = "localhost" if str(settings.host).startswith("/") else settings.host  # a socket directory
     return f"postgres://{host}:{settings.port}"
 
